@@ -1,0 +1,167 @@
+//! The controller listener's wire format: length-prefixed MessagePack frames
+//! carrying one request and, in order, one response. Raft's own RPCs and the
+//! requests forwarded to the active controller share it.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+
+use super::TypeConfig;
+use crate::controller::{ControllerError, QuorumInfo};
+use crate::metadata::records::{decode, encode, CodecError};
+use crate::metadata::{Endpoint, MetadataBatch};
+
+/// Largest frame accepted on the controller listener; snapshot chunks and
+/// append batches stay far below it.
+pub const MAX_FRAME_BYTES: u32 = 64 << 20;
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct BrokerRegistrationRequest {
+    pub broker_id: i32,
+    pub incarnation_id: uuid::Uuid,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct BrokerHeartbeatRequest {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerHeartbeatReply {
+    pub is_fenced: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum ControllerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Append these records to the metadata log; forwarded to the leader.
+    Propose(MetadataBatch),
+    RegisterBroker(BrokerRegistrationRequest),
+    BrokerHeartbeat(BrokerHeartbeatRequest),
+    DescribeQuorum,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum ControllerResponse {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The log index of the committed entry.
+    Propose(Result<u64, ControllerError>),
+    /// The broker epoch.
+    RegisterBroker(Result<i64, ControllerError>),
+    BrokerHeartbeat(Result<BrokerHeartbeatReply, ControllerError>),
+    DescribeQuorum(Result<QuorumInfo, ControllerError>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    FrameTooLarge(u32),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer answered {0} to a different request")]
+    UnexpectedResponse(&'static str),
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<Option<T>, RpcError> {
+    let len = match stream.read_u32().await {
+        Ok(len) => len,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if len > MAX_FRAME_BYTES {
+        return Err(RpcError::FrameTooLarge(len));
+    }
+    let mut buf = vec![0u8; len as usize];
+    stream.read_exact(&mut buf).await?;
+    Ok(Some(decode(&buf)?))
+}
+
+pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> Result<(), RpcError> {
+    let body = encode(value)?;
+    let len = u32::try_from(body.len()).map_err(|_| RpcError::FrameTooLarge(u32::MAX))?;
+    if len > MAX_FRAME_BYTES {
+        return Err(RpcError::FrameTooLarge(len));
+    }
+    let mut w = BufWriter::new(stream);
+    w.write_u32(len).await?;
+    w.write_all(&body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// One connection to a peer's controller listener, made on first use and
+/// remade after any failure, so a peer that is down costs a timeout per call
+/// and nothing more.
+pub struct PeerClient {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl PeerClient {
+    pub fn new(addr: impl Into<String>) -> Self {
+        PeerClient {
+            addr: addr.into(),
+            conn: None,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub async fn call(
+        &mut self,
+        req: &ControllerRequest,
+        timeout: Duration,
+    ) -> Result<ControllerResponse, RpcError> {
+        match tokio::time::timeout(timeout, self.call_inner(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(RpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    async fn call_inner(&mut self, req: &ControllerRequest) -> Result<ControllerResponse, RpcError> {
+        let mut stream = match self.conn.take() {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect(&self.addr).await?;
+                stream.set_nodelay(true)?;
+                stream
+            }
+        };
+        write_frame(&mut stream, req).await?;
+        match read_frame(&mut stream).await? {
+            Some(resp) => {
+                self.conn = Some(stream);
+                Ok(resp)
+            }
+            None => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+        }
+    }
+}

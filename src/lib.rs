@@ -1,0 +1,11 @@
+//! fjord: a Kafka-compatible message broker in KRaft mode.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod kafka;
+pub mod metadata;
+pub mod metrics;
+pub mod node;
+pub mod storage;

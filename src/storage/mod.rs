@@ -1,0 +1,3 @@
+//! On-disk state of a node's log directories.
+
+pub mod meta_properties;
