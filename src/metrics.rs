@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 const SECONDS_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// Serves `/metrics` on `listen` for the rest of the process.
@@ -23,23 +24,65 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("fjord_raft_term", "Current Raft term of the metadata quorum");
-    describe_gauge!("fjord_raft_commit_index", "Highest metadata log index known committed");
-    describe_gauge!("fjord_raft_applied_index", "Highest metadata log index applied to the image");
-    describe_gauge!("fjord_raft_last_log_index", "Last index in this node's metadata log");
-    describe_gauge!("fjord_raft_is_leader", "1 if this node is the active controller");
-    describe_gauge!("fjord_raft_leader_id", "Node id of the active controller, -1 if unknown");
-    describe_gauge!("fjord_raft_snapshot_index", "Log index covered by the last metadata snapshot");
-    describe_counter!("fjord_raft_leader_changes_total", "Times this node saw a new quorum leader");
-    describe_counter!("fjord_raft_snapshots_built_total", "Metadata snapshots built");
-    describe_counter!("fjord_raft_snapshots_installed_total", "Metadata snapshots installed from the leader");
+    describe_gauge!(
+        "fjord_raft_term",
+        "Current Raft term of the metadata quorum"
+    );
+    describe_gauge!(
+        "fjord_raft_commit_index",
+        "Highest metadata log index known committed"
+    );
+    describe_gauge!(
+        "fjord_raft_applied_index",
+        "Highest metadata log index applied to the image"
+    );
+    describe_gauge!(
+        "fjord_raft_last_log_index",
+        "Last index in this node's metadata log"
+    );
+    describe_gauge!(
+        "fjord_raft_is_leader",
+        "1 if this node is the active controller"
+    );
+    describe_gauge!(
+        "fjord_raft_leader_id",
+        "Node id of the active controller, -1 if unknown"
+    );
+    describe_gauge!(
+        "fjord_raft_snapshot_index",
+        "Log index covered by the last metadata snapshot"
+    );
+    describe_counter!(
+        "fjord_raft_leader_changes_total",
+        "Times this node saw a new quorum leader"
+    );
+    describe_counter!(
+        "fjord_raft_snapshots_built_total",
+        "Metadata snapshots built"
+    );
+    describe_counter!(
+        "fjord_raft_snapshots_installed_total",
+        "Metadata snapshots installed from the leader"
+    );
     describe_histogram!(
         "fjord_raft_append_to_commit_seconds",
         Unit::Seconds,
         "Time from proposing a metadata entry to its commit and apply"
     );
-    describe_gauge!("fjord_controller_brokers_registered", "Brokers registered in the metadata image");
-    describe_gauge!("fjord_controller_brokers_fenced", "Registered brokers that are fenced");
-    describe_counter!("fjord_broker_heartbeats_total", "Heartbeats this broker sent and the controller accepted");
-    describe_counter!("fjord_broker_heartbeat_failures_total", "Heartbeats or registrations that failed");
+    describe_gauge!(
+        "fjord_controller_brokers_registered",
+        "Brokers registered in the metadata image"
+    );
+    describe_gauge!(
+        "fjord_controller_brokers_fenced",
+        "Registered brokers that are fenced"
+    );
+    describe_counter!(
+        "fjord_broker_heartbeats_total",
+        "Heartbeats this broker sent and the controller accepted"
+    );
+    describe_counter!(
+        "fjord_broker_heartbeat_failures_total",
+        "Heartbeats or registrations that failed"
+    );
 }

@@ -60,11 +60,13 @@ pub struct RunningNode {
 
 pub async fn bind(listener: &Listener) -> Result<TcpListener, NodeError> {
     let addr = listener.bind_address();
-    TcpListener::bind(&addr).await.map_err(|source| NodeError::Bind {
-        name: listener.name.clone(),
-        addr,
-        source,
-    })
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            name: listener.name.clone(),
+            addr,
+            source,
+        })
 }
 
 /// Starts a node on listeners bound from its config.
@@ -82,10 +84,13 @@ pub async fn start_with_listeners(
 ) -> Result<RunningNode, NodeError> {
     let config = Arc::new(config);
     let dirs = all_dirs(&config);
-    let known_cluster_id = meta_properties::check_dirs(&dirs, config.node_id, config.cluster_id.as_deref())?;
+    let known_cluster_id =
+        meta_properties::check_dirs(&dirs, config.node_id, config.cluster_id.as_deref())?;
     meta_properties::stamp_dirs(&dirs, config.node_id, known_cluster_id.as_deref())?;
 
-    let kafka_addr = kafka.local_addr().map_err(|source| bind_error(config.kafka_listener(), source))?;
+    let kafka_addr = kafka
+        .local_addr()
+        .map_err(|source| bind_error(config.kafka_listener(), source))?;
     let controller_addr = controller_listener
         .local_addr()
         .map_err(|source| bind_error(config.controller_listener(), source))?;
@@ -118,7 +123,11 @@ pub async fn start_with_listeners(
         image: controller.image(),
         controller: controller.clone(),
     });
-    tasks.push(tokio::spawn(crate::kafka::server::serve(kafka, ctx, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::kafka::server::serve(
+        kafka,
+        ctx,
+        shutdown_rx.clone(),
+    )));
 
     let lifecycle = BrokerLifecycle {
         broker_id: config.node_id,
@@ -127,7 +136,9 @@ pub async fn start_with_listeners(
         rack: None,
         heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
     };
-    tasks.push(tokio::spawn(lifecycle.run(controller.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(
+        lifecycle.run(controller.clone(), shutdown_rx.clone()),
+    ));
     tasks.push(tokio::spawn(stamp_cluster_id(
         controller.clone(),
         dirs,
@@ -193,7 +204,11 @@ fn advertised_endpoints(config: &Config, bound_kafka_port: u16) -> Vec<Endpoint>
         .map(|l| Endpoint {
             name: l.name.clone(),
             host: l.host.clone(),
-            port: if l.port == 0 { bound_kafka_port } else { l.port },
+            port: if l.port == 0 {
+                bound_kafka_port
+            } else {
+                l.port
+            },
             security_protocol: 0,
         })
         .collect()

@@ -26,7 +26,12 @@ async fn write_many(cluster: &TestCluster, via: usize, range: std::ops::Range<us
         let c = controller.clone();
         pending.spawn(async move { c.propose(vec![config_write(i)]).await });
         if pending.len() >= 32 {
-            pending.join_next().await.expect("task").expect("join").expect("write accepted");
+            pending
+                .join_next()
+                .await
+                .expect("task")
+                .expect("join")
+                .expect("write accepted");
         }
     }
     while let Some(r) = pending.join_next().await {
@@ -34,15 +39,24 @@ async fn write_many(cluster: &TestCluster, via: usize, range: std::ops::Range<us
     }
 }
 
-fn broker_configs(image: &fjord::metadata::MetadataImage) -> std::collections::BTreeMap<String, String> {
-    image.configs.get(ConfigResourceType::Broker, "").cloned().unwrap_or_default()
+fn broker_configs(
+    image: &fjord::metadata::MetadataImage,
+) -> std::collections::BTreeMap<String, String> {
+    image
+        .configs
+        .get(ConfigResourceType::Broker, "")
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_elect_one_leader_and_agree_after_1000_writes() {
     let mut cluster = TestCluster::start(3, "").await;
     let leader = cluster.wait_for_leader().await;
-    let leaders: Vec<_> = cluster.running().filter(|(_, n)| n.controller.is_leader()).collect();
+    let leaders: Vec<_> = cluster
+        .running()
+        .filter(|(_, n)| n.controller.is_leader())
+        .collect();
     assert_eq!(leaders.len(), 1, "exactly one node thinks it leads");
 
     // Writes go through a follower too: they are forwarded to the leader.
@@ -58,7 +72,10 @@ async fn three_nodes_elect_one_leader_and_agree_after_1000_writes() {
         let last = (0..1000).filter(|i| i % 97 == key).max().unwrap();
         assert_eq!(configs[&format!("test.key.{key}")], last.to_string());
     }
-    assert!(image.cluster_id.is_some(), "the first leader named the cluster");
+    assert!(
+        image.cluster_id.is_some(),
+        "the first leader named the cluster"
+    );
     assert!(image.offset >= 1000);
     cluster.stop_all().await;
 }
@@ -74,33 +91,66 @@ async fn a_new_leader_takes_over_and_the_old_one_catches_up_through_a_snapshot()
     .await;
     let old = cluster.wait_for_leader().await;
     write_many(&cluster, old, 0..20).await;
-    let old_last_index = cluster.node(old).controller.raft().metrics().borrow().last_log_index.unwrap();
+    let old_last_index = cluster
+        .node(old)
+        .controller
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap();
 
     cluster.stop_node(old).await;
     let new = cluster.wait_for_leader().await;
     assert_ne!(new, old);
     write_many(&cluster, new, 20..220).await;
-    let purged = wait_for("the leader to purge its log", Duration::from_secs(30), || async {
-        let m = cluster.node(new).controller.raft().metrics().borrow().clone();
-        m.purged.filter(|p| p.index > old_last_index + 1)
-    })
+    let purged = wait_for(
+        "the leader to purge its log",
+        Duration::from_secs(30),
+        || async {
+            let m = cluster
+                .node(new)
+                .controller
+                .raft()
+                .metrics()
+                .borrow()
+                .clone();
+            m.purged.filter(|p| p.index > old_last_index + 1)
+        },
+    )
     .await;
     assert!(purged.index > old_last_index);
 
     cluster.start_node(old).await;
     let image = cluster.wait_for_equal_images().await;
     assert_eq!(broker_configs(&image).len(), 97);
-    let restarted = cluster.node(old).controller.raft().metrics().borrow().clone();
-    let snapshot = restarted.snapshot.expect("the restarted node holds a snapshot");
+    let restarted = cluster
+        .node(old)
+        .controller
+        .raft()
+        .metrics()
+        .borrow()
+        .clone();
+    let snapshot = restarted
+        .snapshot
+        .expect("the restarted node holds a snapshot");
     assert!(
         snapshot.index > old_last_index,
         "snapshot at {} should cover entries the node never had (it left at {old_last_index})",
         snapshot.index
     );
     // And it takes part again: a write through it commits everywhere.
-    cluster.node(old).controller.propose(vec![config_write(5000)]).await.unwrap();
+    cluster
+        .node(old)
+        .controller
+        .propose(vec![config_write(5000)])
+        .await
+        .unwrap();
     let image = cluster.wait_for_equal_images().await;
-    assert_eq!(broker_configs(&image)[&format!("test.key.{}", 5000 % 97)], "5000");
+    assert_eq!(
+        broker_configs(&image)[&format!("test.key.{}", 5000 % 97)],
+        "5000"
+    );
     cluster.stop_all().await;
 }
 
@@ -117,13 +167,17 @@ async fn restarting_every_node_keeps_the_image() {
     }
     cluster.wait_for_leader().await;
     // Brokers re-register on restart, so compare what the writes built.
-    let after = wait_for("restarted nodes to replay the log", Duration::from_secs(30), || async {
-        let images: Vec<_> = (0..3).map(|i| cluster.image(i)).collect();
-        images
-            .iter()
-            .all(|im| im.offset >= before.offset && im.configs == before.configs)
-            .then(|| images[0].clone())
-    })
+    let after = wait_for(
+        "restarted nodes to replay the log",
+        Duration::from_secs(30),
+        || async {
+            let images: Vec<_> = (0..3).map(|i| cluster.image(i)).collect();
+            images
+                .iter()
+                .all(|im| im.offset >= before.offset && im.configs == before.configs)
+                .then(|| images[0].clone())
+        },
+    )
     .await;
     assert_eq!(after.cluster_id, before.cluster_id);
     assert_eq!(after.configs, before.configs);
@@ -134,14 +188,18 @@ async fn restarting_every_node_keeps_the_image() {
 async fn every_broker_registers_and_is_unfenced() {
     let mut cluster = TestCluster::start(3, "broker.heartbeat.interval.ms=100\n").await;
     cluster.wait_for_leader().await;
-    wait_for("three active brokers in every image", Duration::from_secs(30), || async {
-        (0..3)
-            .all(|i| {
-                let im = cluster.image(i);
-                im.cluster.brokers.len() == 3 && im.cluster.active_brokers().count() == 3
-            })
-            .then_some(())
-    })
+    wait_for(
+        "three active brokers in every image",
+        Duration::from_secs(30),
+        || async {
+            (0..3)
+                .all(|i| {
+                    let im = cluster.image(i);
+                    im.cluster.brokers.len() == 3 && im.cluster.active_brokers().count() == 3
+                })
+                .then_some(())
+        },
+    )
     .await;
     let image = cluster.image(0);
     for (id, b) in &image.cluster.brokers {

@@ -94,7 +94,11 @@ pub async fn status(bootstrap: &str, timeout: Duration) -> Result<ClusterStatus,
         return Err(ClientError::Broker {
             api: "DescribeQuorum",
             code: partition.error_code,
-            message: partition.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            message: partition
+                .error_message
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
         });
     }
     let now = now_ms();
@@ -139,10 +143,16 @@ pub async fn status(bootstrap: &str, timeout: Duration) -> Result<ClusterStatus,
 
 fn print_text(s: &ClusterStatus) {
     println!("cluster id:        {}", s.cluster_id);
-    println!("active controller: {} (epoch {})", s.leader_id, s.leader_epoch);
+    println!(
+        "active controller: {} (epoch {})",
+        s.leader_id, s.leader_epoch
+    );
     println!("high watermark:    {}", s.high_watermark);
     println!("voters:");
-    println!("  {:>4}  {:>14}  {:>8}  {:>16}", "id", "log end offset", "lag", "last contact ms");
+    println!(
+        "  {:>4}  {:>14}  {:>8}  {:>16}",
+        "id", "log end offset", "lag", "last contact ms"
+    );
     for v in &s.voters {
         let role = if v.id == s.leader_id { " (leader)" } else { "" };
         println!(

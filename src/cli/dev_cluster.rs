@@ -88,10 +88,18 @@ async fn run_cluster(args: DevClusterArgs) -> i32 {
     let bootstrap: Vec<String> = (1..=args.nodes)
         .map(|n| format!("localhost:{}", ports(n).0))
         .collect();
-    println!("fjord dev-cluster: {} nodes in {}", args.nodes, dir.display());
+    println!(
+        "fjord dev-cluster: {} nodes in {}",
+        args.nodes,
+        dir.display()
+    );
     println!("  bootstrap servers: {}", bootstrap.join(","));
     for n in 1..=args.nodes {
-        println!("  node {n}: metrics http://localhost:{}/metrics, log {}", ports(n).2, dir.join(format!("node-{n}.log")).display());
+        println!(
+            "  node {n}: metrics http://localhost:{}/metrics, log {}",
+            ports(n).2,
+            dir.join(format!("node-{n}.log")).display()
+        );
     }
     println!("Ctrl-C or SIGTERM stops all nodes.");
 
@@ -109,7 +117,13 @@ async fn run_cluster(args: DevClusterArgs) -> i32 {
     code
 }
 
-fn spawn_node(exe: &Path, dir: &Path, n: u16, count: u16, overrides: &[(String, String)]) -> std::io::Result<Child> {
+fn spawn_node(
+    exe: &Path,
+    dir: &Path,
+    n: u16,
+    count: u16,
+    overrides: &[(String, String)],
+) -> std::io::Result<Child> {
     let config = dir.join(format!("node-{n}.properties"));
     fs::write(&config, node_properties(n, count, dir, overrides))?;
     let log = fs::File::create(dir.join(format!("node-{n}.log")))?;

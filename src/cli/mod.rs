@@ -9,7 +9,11 @@ pub mod node;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "fjord", version, about = "A Kafka-compatible message broker in KRaft mode")]
+#[command(
+    name = "fjord",
+    version,
+    about = "A Kafka-compatible message broker in KRaft mode"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -47,7 +51,9 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// A multi-threaded runtime for commands that talk to the network.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 pub fn init_logging() {

@@ -44,7 +44,13 @@ impl ClusterControl {
         if !controller.is_leader() {
             return Err(ControllerError::NotController);
         }
-        let existing = controller.image.borrow().cluster.brokers.get(&req.broker_id).cloned();
+        let existing = controller
+            .image
+            .borrow()
+            .cluster
+            .brokers
+            .get(&req.broker_id)
+            .cloned();
         if let Some(b) = existing.filter(|b| b.incarnation_id == req.incarnation_id) {
             self.touch(req.broker_id);
             return Ok(b.broker_epoch);
@@ -71,7 +77,13 @@ impl ClusterControl {
         if !controller.is_leader() {
             return Err(ControllerError::NotController);
         }
-        let registration = controller.image.borrow().cluster.brokers.get(&req.broker_id).cloned();
+        let registration = controller
+            .image
+            .borrow()
+            .cluster
+            .brokers
+            .get(&req.broker_id)
+            .cloned();
         let Some(b) = registration.filter(|b| b.broker_epoch == req.broker_epoch) else {
             return Err(ControllerError::StaleBrokerEpoch(format!(
                 "broker {} epoch {} is not registered",
@@ -118,7 +130,10 @@ pub fn random_cluster_id() -> String {
 
 /// What only the active controller does, on a timer: give the cluster its id
 /// and fence brokers whose session expired.
-pub(super) async fn run_leader_duties(controller: Arc<Controller>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn run_leader_duties(
+    controller: Arc<Controller>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut leader_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {

@@ -67,7 +67,6 @@ pub enum ControllerError {
     Internal(String),
 }
 
-
 /// What the controller needs from the node's configuration.
 #[derive(Clone, Debug)]
 pub struct ControllerOptions {
@@ -121,7 +120,8 @@ impl Controller {
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Controller>, StartError> {
         let db_dir = options.metadata_dir.clone();
-        std::fs::create_dir_all(&db_dir).map_err(|e| StartError::Raft(format!("{}: {e}", db_dir.display())))?;
+        std::fs::create_dir_all(&db_dir)
+            .map_err(|e| StartError::Raft(format!("{}: {e}", db_dir.display())))?;
         let db = open_db(&db_dir).map_err(|source| StartError::Store {
             path: db_dir.clone(),
             source,
@@ -183,7 +183,11 @@ impl Controller {
             peers: Default::default(),
             shutdown,
         });
-        tokio::spawn(server::serve(listener, controller.clone(), shutdown_rx.clone()));
+        tokio::spawn(server::serve(
+            listener,
+            controller.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(cluster_control::run_leader_duties(
             controller.clone(),
             shutdown_rx.clone(),
@@ -207,7 +211,11 @@ impl Controller {
 
     /// The active controller, if one is known.
     pub fn leader_id(&self) -> Option<i32> {
-        self.raft.metrics().borrow().current_leader.map(|id| id as i32)
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|id| id as i32)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -239,7 +247,10 @@ impl Controller {
     }
 
     /// Registers this node's broker role; returns the broker epoch.
-    pub async fn register_broker(&self, req: BrokerRegistrationRequest) -> Result<i64, ControllerError> {
+    pub async fn register_broker(
+        &self,
+        req: BrokerRegistrationRequest,
+    ) -> Result<i64, ControllerError> {
         match self.route(ControllerRequest::RegisterBroker(req)).await? {
             ControllerResponse::RegisterBroker(r) => r,
             _ => Err(unexpected("RegisterBroker")),
@@ -295,9 +306,15 @@ impl Controller {
         }
     }
 
-    async fn forward(&self, leader: i32, req: &ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+    async fn forward(
+        &self,
+        leader: i32,
+        req: &ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
         let Some(addr) = self.options.voters.get(&leader) else {
-            return Err(ControllerError::Unavailable(format!("leader {leader} is not a known voter")));
+            return Err(ControllerError::Unavailable(format!(
+                "leader {leader} is not a known voter"
+            )));
         };
         let client = {
             let mut peers = self.peers.lock().map_err(|_| unexpected("lock"))?;
@@ -319,7 +336,9 @@ impl Controller {
             ControllerRequest::AppendEntries(rpc) => {
                 ControllerResponse::AppendEntries(self.raft.append_entries(rpc.clone()).await)
             }
-            ControllerRequest::Vote(rpc) => ControllerResponse::Vote(self.raft.vote(rpc.clone()).await),
+            ControllerRequest::Vote(rpc) => {
+                ControllerResponse::Vote(self.raft.vote(rpc.clone()).await)
+            }
             ControllerRequest::InstallSnapshot(rpc) => {
                 ControllerResponse::InstallSnapshot(self.raft.install_snapshot(rpc.clone()).await)
             }
@@ -332,7 +351,9 @@ impl Controller {
             ControllerRequest::BrokerHeartbeat(r) => {
                 ControllerResponse::BrokerHeartbeat(self.cluster_control.heartbeat(self, r).await)
             }
-            ControllerRequest::DescribeQuorum => ControllerResponse::DescribeQuorum(self.local_quorum()),
+            ControllerRequest::DescribeQuorum => {
+                ControllerResponse::DescribeQuorum(self.local_quorum())
+            }
         }
     }
 
@@ -340,10 +361,13 @@ impl Controller {
     async fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
         let start = Instant::now();
         let result = self.raft.client_write(MetadataBatch { records }).await;
-        metrics::histogram!("fjord_raft_append_to_commit_seconds").record(start.elapsed().as_secs_f64());
+        metrics::histogram!("fjord_raft_append_to_commit_seconds")
+            .record(start.elapsed().as_secs_f64());
         match result {
             Ok(resp) => Ok(resp.log_id.index),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ControllerError::NotController),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ControllerError::NotController)
+            }
             Err(e) => Err(ControllerError::Internal(e.to_string())),
         }
     }
@@ -373,7 +397,11 @@ impl Controller {
                 ReplicaState {
                     replica_id: *id as i32,
                     log_end_offset: end,
-                    last_fetch_timestamp_ms: if contact.last_fetch_ms > 0 { contact.last_fetch_ms } else { -1 },
+                    last_fetch_timestamp_ms: if contact.last_fetch_ms > 0 {
+                        contact.last_fetch_ms
+                    } else {
+                        -1
+                    },
                     last_caught_up_timestamp_ms: if end == leader_end && contact.last_fetch_ms > 0 {
                         contact.last_fetch_ms
                     } else if contact.last_caught_up_ms > 0 {
@@ -410,7 +438,9 @@ fn unexpected(what: &str) -> ControllerError {
 fn is_retriable(e: &ControllerError) -> bool {
     matches!(
         e,
-        ControllerError::NoLeader | ControllerError::NotController | ControllerError::Unavailable(_)
+        ControllerError::NoLeader
+            | ControllerError::NotController
+            | ControllerError::Unavailable(_)
     )
 }
 
@@ -434,8 +464,13 @@ async fn export_raft_metrics(controller: Arc<Controller>, mut shutdown: watch::R
             let m = raft_metrics.borrow_and_update();
             metrics::gauge!("fjord_raft_term").set(m.current_term as f64);
             metrics::gauge!("fjord_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-            metrics::gauge!("fjord_raft_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            metrics::gauge!("fjord_raft_leader_id").set(m.current_leader.map_or(-1.0, |l| l as f64));
+            metrics::gauge!("fjord_raft_is_leader").set(if m.state == ServerState::Leader {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("fjord_raft_leader_id")
+                .set(m.current_leader.map_or(-1.0, |l| l as f64));
             if let Some(id) = m.snapshot {
                 metrics::gauge!("fjord_raft_snapshot_index").set(id.index as f64);
             }
@@ -448,7 +483,8 @@ async fn export_raft_metrics(controller: Arc<Controller>, mut shutdown: watch::R
         {
             let img = image.borrow_and_update();
             let fenced = img.cluster.brokers.values().filter(|b| b.fenced).count();
-            metrics::gauge!("fjord_controller_brokers_registered").set(img.cluster.brokers.len() as f64);
+            metrics::gauge!("fjord_controller_brokers_registered")
+                .set(img.cluster.brokers.len() as f64);
             metrics::gauge!("fjord_controller_brokers_fenced").set(fenced as f64);
         }
         tokio::select! {

@@ -9,7 +9,11 @@ use tokio::sync::watch;
 use super::raft::rpc::{read_frame, write_frame, ControllerRequest, RpcError};
 use super::Controller;
 
-pub(super) async fn serve(listener: TcpListener, controller: Arc<Controller>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -251,10 +251,9 @@ impl MetadataDelta {
                 let topics = Arc::make_mut(&mut image.topics);
                 if let Some(topic) = topics.by_id.remove(topic_id) {
                     topics.ids_by_name.remove(&topic.name);
-                    if let Some(by_name) =
-                        Arc::make_mut(&mut image.configs)
-                            .resources
-                            .get_mut(&ConfigResourceType::Topic)
+                    if let Some(by_name) = Arc::make_mut(&mut image.configs)
+                        .resources
+                        .get_mut(&ConfigResourceType::Topic)
                     {
                         by_name.remove(&topic.name);
                     }
@@ -329,7 +328,10 @@ impl MetadataDelta {
                 }
             }
             MetadataRecord::Unknown => {
-                tracing::warn!(offset, "skipping a metadata record type this build does not know");
+                tracing::warn!(
+                    offset,
+                    "skipping a metadata record type this build does not know"
+                );
             }
         }
     }

@@ -43,7 +43,9 @@ impl ConfigResourceType {
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// The cluster's id, written once by the first active controller.
-    ClusterId { cluster_id: String },
+    ClusterId {
+        cluster_id: String,
+    },
     /// A broker (re-)registers; its broker epoch is the log offset of this record.
     RegisterBroker {
         broker_id: i32,
@@ -53,10 +55,22 @@ pub enum MetadataRecord {
         rack: Option<String>,
         fenced: bool,
     },
-    UnregisterBroker { broker_id: i32, broker_epoch: i64 },
-    FenceBroker { broker_id: i32, broker_epoch: i64 },
-    UnfenceBroker { broker_id: i32, broker_epoch: i64 },
-    Topic { name: String, topic_id: Uuid },
+    UnregisterBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+    FenceBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+    UnfenceBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+    Topic {
+        name: String,
+        topic_id: Uuid,
+    },
     Partition {
         topic_id: Uuid,
         partition_id: i32,
@@ -78,7 +92,9 @@ pub enum MetadataRecord {
         #[serde(default)]
         replicas: Option<Vec<i32>>,
     },
-    RemoveTopic { topic_id: Uuid },
+    RemoveTopic {
+        topic_id: Uuid,
+    },
     /// Set (`value: Some`) or delete (`None`) one config key.
     Config {
         resource_type: ConfigResourceType,

@@ -66,7 +66,10 @@ impl MetaProperties {
         Ok(Some(MetaProperties {
             node_id,
             cluster_id: map.get("cluster.id").map(|s| s.to_string()),
-            directory_id: map.get("directory.id").map(|s| s.to_string()).unwrap_or_default(),
+            directory_id: map
+                .get("directory.id")
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -135,7 +138,11 @@ pub fn check_dirs(
 }
 
 /// Records `cluster_id` in every directory (keeping each one's directory id).
-pub fn stamp_dirs(dirs: &[PathBuf], node_id: i32, cluster_id: Option<&str>) -> Result<(), MetaPropertiesError> {
+pub fn stamp_dirs(
+    dirs: &[PathBuf],
+    node_id: i32,
+    cluster_id: Option<&str>,
+) -> Result<(), MetaPropertiesError> {
     for dir in dirs {
         let existing = MetaProperties::read(dir)?;
         let directory_id = existing

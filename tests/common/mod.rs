@@ -47,16 +47,20 @@ pub struct TestCluster {
 }
 
 async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
 
 async fn bind(port: u16) -> TcpListener {
     // A restarted node rebinds its old port; the previous socket may take a
     // moment to be released.
-    wait_for(&format!("port {port} to be free"), Duration::from_secs(10), || async {
-        TcpListener::bind(("127.0.0.1", port)).await.ok()
-    })
+    wait_for(
+        &format!("port {port} to be free"),
+        Duration::from_secs(10),
+        || async { TcpListener::bind(("127.0.0.1", port)).await.ok() },
+    )
     .await
 }
 
@@ -105,7 +109,9 @@ impl TestCluster {
             s.dir.display(),
             self.extra
         );
-        Config::from_properties(&text, &[]).expect("valid test config").0
+        Config::from_properties(&text, &[])
+            .expect("valid test config")
+            .0
     }
 
     pub async fn start_node(&mut self, i: usize) {
@@ -147,25 +153,33 @@ impl TestCluster {
 
     /// Waits until every running node agrees on one leader; returns its index.
     pub async fn wait_for_leader(&self) -> usize {
-        wait_for("one leader agreed by every running node", Duration::from_secs(30), || async {
-            let mut leaders = self.running().map(|(_, n)| n.controller.leader_id());
-            let first = leaders.next()??;
-            if !leaders.all(|l| l == Some(first)) {
-                return None;
-            }
-            let (i, n) = self.running().find(|(_, n)| n.config.node_id == first)?;
-            n.controller.is_leader().then_some(i)
-        })
+        wait_for(
+            "one leader agreed by every running node",
+            Duration::from_secs(30),
+            || async {
+                let mut leaders = self.running().map(|(_, n)| n.controller.leader_id());
+                let first = leaders.next()??;
+                if !leaders.all(|l| l == Some(first)) {
+                    return None;
+                }
+                let (i, n) = self.running().find(|(_, n)| n.config.node_id == first)?;
+                n.controller.is_leader().then_some(i)
+            },
+        )
         .await
     }
 
     /// Waits until every running node's image is equal to the leader's.
     pub async fn wait_for_equal_images(&self) -> Arc<MetadataImage> {
-        wait_for("every node to reach the same image", Duration::from_secs(30), || async {
-            let images: Vec<_> = self.running().map(|(i, _)| self.image(i)).collect();
-            let first = images.first()?.clone();
-            images.iter().all(|im| **im == *first).then_some(first)
-        })
+        wait_for(
+            "every node to reach the same image",
+            Duration::from_secs(30),
+            || async {
+                let images: Vec<_> = self.running().map(|(i, _)| self.image(i)).collect();
+                let first = images.first()?.clone();
+                images.iter().all(|im| **im == *first).then_some(first)
+            },
+        )
         .await
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -79,7 +81,9 @@ pub struct PeerConnection {
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
-fn transport_error<E: std::error::Error>(e: RpcError) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+fn transport_error<E: std::error::Error>(
+    e: RpcError,
+) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
     match e {
         RpcError::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             RPCError::Unreachable(Unreachable::new(&e))
@@ -97,7 +101,10 @@ impl PeerConnection {
         self.client.call(&req, option.hard_ttl()).await
     }
 
-    fn remote<E: std::error::Error>(&self, e: RaftError<u64, E>) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<u64, E>,
+    ) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
 }
@@ -111,14 +118,19 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // The leader sends nothing past its last entry, so a peer that accepts
         // an append ending where the leader's log ends is caught up.
         let sent_to_end = rpc.entries.is_empty();
-        match self.call(ControllerRequest::AppendEntries(rpc), &option).await {
+        match self
+            .call(ControllerRequest::AppendEntries(rpc), &option)
+            .await
+        {
             Ok(ControllerResponse::AppendEntries(Ok(resp))) => {
                 let ok = matches!(resp, AppendEntriesResponse::Success);
                 self.contacts.record(self.target, ok && sent_to_end);
                 Ok(resp)
             }
             Ok(ControllerResponse::AppendEntries(Err(e))) => Err(self.remote(e)),
-            Ok(_) => Err(transport_error(RpcError::UnexpectedResponse("AppendEntries"))),
+            Ok(_) => Err(transport_error(RpcError::UnexpectedResponse(
+                "AppendEntries",
+            ))),
             Err(e) => Err(transport_error(e)),
         }
     }
@@ -128,18 +140,27 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        match self.call(ControllerRequest::InstallSnapshot(rpc), &option).await {
+        match self
+            .call(ControllerRequest::InstallSnapshot(rpc), &option)
+            .await
+        {
             Ok(ControllerResponse::InstallSnapshot(Ok(resp))) => {
                 self.contacts.record(self.target, false);
                 Ok(resp)
             }
             Ok(ControllerResponse::InstallSnapshot(Err(e))) => Err(self.remote(e)),
-            Ok(_) => Err(transport_error(RpcError::UnexpectedResponse("InstallSnapshot"))),
+            Ok(_) => Err(transport_error(RpcError::UnexpectedResponse(
+                "InstallSnapshot",
+            ))),
             Err(e) => Err(transport_error(e)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>> {
         match self.call(ControllerRequest::Vote(rpc), &option).await {
             Ok(ControllerResponse::Vote(Ok(resp))) => Ok(resp),
             Ok(ControllerResponse::Vote(Err(e))) => Err(self.remote(e)),

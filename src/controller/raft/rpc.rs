@@ -81,7 +81,9 @@ pub enum RpcError {
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<Option<T>, RpcError> {
+pub async fn read_frame<T: DeserializeOwned>(
+    stream: &mut TcpStream,
+) -> Result<Option<T>, RpcError> {
     let len = match stream.read_u32().await {
         Ok(len) => len,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -146,7 +148,10 @@ impl PeerClient {
         }
     }
 
-    async fn call_inner(&mut self, req: &ControllerRequest) -> Result<ControllerResponse, RpcError> {
+    async fn call_inner(
+        &mut self,
+        req: &ControllerRequest,
+    ) -> Result<ControllerResponse, RpcError> {
         let mut stream = match self.conn.take() {
             Some(stream) => stream,
             None => {

@@ -207,7 +207,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
         let snapshot_id = match self.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, rand::random::<u32>()),
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term,
+                id.index,
+                rand::random::<u32>()
+            ),
             None => format!("empty-{}", rand::random::<u32>()),
         };
         let meta = Meta {

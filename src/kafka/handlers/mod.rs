@@ -1,0 +1,407 @@
+//! One file per API family. Each declares where its request's arrays sit
+//! ([`RequestShape`]) and turns a decoded request into a response; this
+//! module decodes, dispatches and encodes, so no handler touches bytes.
+//!
+//! Handlers that only read cluster state take a [`BrokerView`] (the image
+//! plus who this broker is) rather than the whole context, so they are plain
+//! functions a test can call with a hand-built image.
+
+pub mod api_versions;
+pub mod describe_cluster;
+pub mod describe_quorum;
+pub mod metadata;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
+    MetadataResponse, RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+
+use super::array_guard::{self, Shape};
+use super::codec::{self, CodecError};
+use super::BrokerContext;
+use crate::controller::ControllerError;
+use crate::metadata::{BrokerRegistration, Endpoint, MetadataImage};
+
+/// Where a request's arrays sit, checked before the body is decoded (see
+/// [`array_guard`]). Implemented beside each handler; a request type without
+/// it cannot be decoded, so a new handler cannot skip the check.
+pub trait RequestShape {
+    fn shape(version: i16) -> Shape;
+}
+
+/// A request fjord serves, decoded.
+#[derive(Debug)]
+pub enum ServedRequest {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    DescribeCluster(DescribeClusterRequest),
+    DescribeQuorum(DescribeQuorumRequest),
+}
+
+impl ServedRequest {
+    /// Decodes the body of a request; `api` and `version` come from its header.
+    pub fn decode(api: ApiKey, version: i16, body: Bytes) -> Result<Self, CodecError> {
+        if !codec::is_supported(api, version) {
+            return Err(CodecError::UnsupportedVersion { api, version });
+        }
+        match api {
+            ApiKey::ApiVersions => decode_body(api, version, body).map(Self::ApiVersions),
+            ApiKey::Metadata => decode_body(api, version, body).map(Self::Metadata),
+            ApiKey::DescribeCluster => decode_body(api, version, body).map(Self::DescribeCluster),
+            ApiKey::DescribeQuorum => decode_body(api, version, body).map(Self::DescribeQuorum),
+            _ => Err(CodecError::UnsupportedVersion { api, version }),
+        }
+    }
+}
+
+fn decode_body<R: Decodable + RequestShape>(
+    api: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> Result<R, CodecError> {
+    let malformed = |reason| CodecError::Body {
+        api,
+        version,
+        reason,
+    };
+    // Flexible versions (KIP-482) are exactly those with request header v2.
+    let flexible = api.request_header_version(version) >= 2;
+    array_guard::check(R::shape(version), flexible, &body).map_err(malformed)?;
+    R::decode(&mut body, version).map_err(|e| malformed(e.to_string()))
+}
+
+/// A whole response frame and the response's top-level error code.
+#[derive(Debug)]
+pub struct Reply {
+    pub frame: Bytes,
+    pub error_code: i16,
+}
+
+/// Answers one request: decodes its body, runs its handler and encodes the
+/// response frame. An error means the connection should be closed, which is
+/// what Kafka does for malformed requests and for unsupported versions of
+/// anything but ApiVersions.
+pub async fn respond(
+    ctx: &BrokerContext,
+    api: ApiKey,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, CodecError> {
+    let version = header.request_api_version;
+    if api == ApiKey::ApiVersions && !codec::is_supported(api, version) {
+        // KIP-511: answer in v0, which every client can read, with the list
+        // of versions so that the client can retry with one of them.
+        return reply(header, api, 0, &api_versions::unsupported_version());
+    }
+    let request = ServedRequest::decode(api, version, body)?;
+    dispatch(ctx, header, request).await
+}
+
+async fn dispatch(
+    ctx: &BrokerContext,
+    header: &RequestHeader,
+    request: ServedRequest,
+) -> Result<Reply, CodecError> {
+    let version = header.request_api_version;
+    match request {
+        ServedRequest::ApiVersions(req) => reply(
+            header,
+            ApiKey::ApiVersions,
+            version,
+            &api_versions::handle(req, version),
+        ),
+        ServedRequest::Metadata(req) => {
+            let image = ctx.image.borrow().clone();
+            let response = metadata::handle(&BrokerView::of(ctx, &image), req, version);
+            reply(header, ApiKey::Metadata, version, &response)
+        }
+        ServedRequest::DescribeCluster(req) => {
+            let image = ctx.image.borrow().clone();
+            let response = describe_cluster::handle(&BrokerView::of(ctx, &image), req, version);
+            reply(header, ApiKey::DescribeCluster, version, &response)
+        }
+        ServedRequest::DescribeQuorum(req) => {
+            let response = describe_quorum::handle(&ctx.controller, req, version).await;
+            reply(header, ApiKey::DescribeQuorum, version, &response)
+        }
+    }
+}
+
+fn reply<R: Encodable + TopLevelError>(
+    header: &RequestHeader,
+    api: ApiKey,
+    version: i16,
+    response: &R,
+) -> Result<Reply, CodecError> {
+    Ok(Reply {
+        frame: codec::encode_response(header.correlation_id, api, version, response)?,
+        error_code: response.top_level_error(),
+    })
+}
+
+/// The error a response reports for the request as a whole, for metrics.
+pub trait TopLevelError {
+    fn top_level_error(&self) -> i16;
+}
+
+macro_rules! top_level_error_code_field {
+    ($($response:ty),* $(,)?) => {
+        $(impl TopLevelError for $response {
+            fn top_level_error(&self) -> i16 {
+                self.error_code
+            }
+        })*
+    };
+}
+
+top_level_error_code_field!(
+    ApiVersionsResponse,
+    MetadataResponse,
+    DescribeClusterResponse,
+    DescribeQuorumResponse,
+);
+
+/// The Kafka error a controller failure is reported as. Not-leader-style
+/// failures are retriable, so clients retry until a leader is elected.
+pub fn controller_error_code(error: &ControllerError) -> ResponseError {
+    match error {
+        ControllerError::NoLeader
+        | ControllerError::NotController
+        | ControllerError::Unavailable(_)
+        | ControllerError::Timeout => ResponseError::NotLeaderOrFollower,
+        ControllerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        ControllerError::Internal(_) => ResponseError::UnknownServerError,
+    }
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+/// Cluster state as this broker answers with it.
+pub struct BrokerView<'a> {
+    pub node_id: i32,
+    /// The listener whose endpoints clients are given.
+    pub listener_name: &'a str,
+    pub image: &'a MetadataImage,
+    /// The Raft leader, if known.
+    pub active_controller: Option<i32>,
+}
+
+impl<'a> BrokerView<'a> {
+    pub fn of(ctx: &'a BrokerContext, image: &'a MetadataImage) -> Self {
+        BrokerView {
+            node_id: ctx.node_id,
+            listener_name: &ctx.listener_name,
+            image,
+            active_controller: ctx.controller.leader_id(),
+        }
+    }
+
+    /// Brokers with an endpoint on this listener, in id order; fenced ones
+    /// only when asked for.
+    pub fn brokers(
+        &self,
+        include_fenced: bool,
+    ) -> impl Iterator<Item = (&'a BrokerRegistration, &'a Endpoint)> + '_ {
+        self.image
+            .cluster
+            .brokers
+            .values()
+            .filter(move |b| include_fenced || !b.fenced)
+            .filter_map(|b| Some((b, b.endpoint(self.listener_name)?)))
+    }
+
+    /// The broker reported as "controller" in Metadata and DescribeCluster.
+    /// In KRaft mode a Kafka broker reports a live broker there, not the
+    /// quorum leader, because every broker forwards admin requests to the
+    /// active controller (KIP-590); admin clients only need a reachable
+    /// node. fjord prefers the active controller when it is itself a live
+    /// broker here (it saves the forwarding hop), then this broker, then any.
+    pub fn controller_id(&self) -> i32 {
+        let live = |id: i32| self.brokers(false).any(|(b, _)| b.broker_id == id);
+        self.active_controller
+            .filter(|id| live(*id))
+            .or_else(|| Some(self.node_id).filter(|id| live(*id)))
+            .or_else(|| self.brokers(false).map(|(b, _)| b.broker_id).next())
+            .unwrap_or(-1)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::{ApiVersionsRequest, DescribeClusterRequest};
+    use kafka_protocol::protocol::Request;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::metadata::image::{ClusterImage, PartitionRegistration, TopicImage, TopicsImage};
+
+    pub fn broker(id: i32, fenced: bool) -> BrokerRegistration {
+        BrokerRegistration {
+            broker_id: id,
+            incarnation_id: Uuid::nil(),
+            broker_epoch: 1,
+            endpoints: vec![Endpoint {
+                name: "PLAINTEXT".into(),
+                host: format!("host-{id}"),
+                port: 9092,
+                security_protocol: 0,
+            }],
+            rack: None,
+            fenced,
+        }
+    }
+
+    /// Brokers 1 and 2 live, 3 fenced; topic "orders" with partition 0 led
+    /// by 1 (replicas 1, 3, 4) and partition 1 led by 4, which is unknown.
+    pub fn image() -> MetadataImage {
+        let brokers = BTreeMap::from([
+            (1, broker(1, false)),
+            (2, broker(2, false)),
+            (3, broker(3, true)),
+        ]);
+        let partition = |leader: i32| PartitionRegistration {
+            replicas: vec![1, 3, 4],
+            isr: vec![1],
+            leader,
+            leader_epoch: 7,
+            partition_epoch: 9,
+        };
+        let topic = TopicImage {
+            name: "orders".into(),
+            topic_id: Uuid::from_u128(42),
+            partitions: BTreeMap::from([(0, partition(1)), (1, partition(4))]),
+        };
+        let topics = TopicsImage {
+            ids_by_name: BTreeMap::from([(topic.name.clone(), topic.topic_id)]),
+            by_id: BTreeMap::from([(topic.topic_id, topic)]),
+        };
+        MetadataImage {
+            cluster_id: Some("fjord-test".into()),
+            cluster: Arc::new(ClusterImage { brokers }),
+            topics: Arc::new(topics),
+            ..Default::default()
+        }
+    }
+
+    pub fn view(image: &MetadataImage) -> BrokerView<'_> {
+        BrokerView {
+            node_id: 2,
+            listener_name: "PLAINTEXT",
+            image,
+            active_controller: Some(3),
+        }
+    }
+
+    #[test]
+    fn the_reported_controller_is_a_live_broker() {
+        let image = image();
+        // 3 leads the quorum but is fenced, so this broker (2) is reported.
+        assert_eq!(view(&image).controller_id(), 2);
+        let leader_live = BrokerView {
+            active_controller: Some(1),
+            ..view(&image)
+        };
+        assert_eq!(leader_live.controller_id(), 1);
+        let empty = MetadataImage::default();
+        assert_eq!(view(&empty).controller_id(), -1);
+    }
+
+    #[test]
+    fn controller_failures_are_retriable_kafka_errors() {
+        assert!(controller_error_code(&ControllerError::NoLeader).is_retriable());
+        assert_eq!(
+            controller_error_code(&ControllerError::Timeout).code(),
+            ResponseError::NotLeaderOrFollower.code()
+        );
+    }
+
+    fn encoded<R: Encodable>(request: &R, version: i16) -> Bytes {
+        let mut buf = BytesMut::new();
+        request.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn every_advertised_version_decodes() {
+        for (api, range) in codec::SUPPORTED_APIS {
+            for version in range.min..=range.max {
+                let body = match api {
+                    ApiKey::ApiVersions => encoded(&ApiVersionsRequest::default(), version),
+                    ApiKey::Metadata => encoded(&MetadataRequest::default(), version),
+                    ApiKey::DescribeCluster => encoded(&DescribeClusterRequest::default(), version),
+                    ApiKey::DescribeQuorum => encoded(&describe_quorum::request(), version),
+                    other => panic!("{other:?} is advertised but has no test request"),
+                };
+                let decoded = ServedRequest::decode(*api, version, body);
+                assert!(decoded.is_ok(), "{api:?} v{version}: {decoded:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_declared_array_is_refused_without_allocating() {
+        // Metadata v0 declaring 2^31-1 topics in a 5-byte body.
+        let body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0]);
+        let decoded = ServedRequest::decode(ApiKey::Metadata, 0, body);
+        assert!(matches!(decoded, Err(CodecError::Body { .. })));
+    }
+
+    /// The decode path of every frame: header, version check, array guard,
+    /// body. Random bytes must come back as errors, never as a panic or an
+    /// abort.
+    fn decode_frame(mut frame: Bytes) -> Result<ServedRequest, CodecError> {
+        let (api, header) = codec::decode_request_header(&mut frame)?;
+        ServedRequest::decode(api, header.request_api_version, frame)
+    }
+
+    #[test]
+    fn random_frames_never_panic() {
+        let mut rng = StdRng::seed_from_u64(0x5eed_f10d);
+        let served: Vec<i16> = codec::SUPPORTED_APIS
+            .iter()
+            .map(|(k, _)| *k as i16)
+            .collect();
+        for i in 0..10_000 {
+            let len = if i % 10 == 0 {
+                rng.gen_range(0..2048)
+            } else {
+                rng.gen_range(0..64)
+            };
+            let mut frame = BytesMut::with_capacity(len + 4);
+            if i % 2 == 0 {
+                // Half the inputs get a served key and a plausible version so
+                // that bodies, not just headers, are exercised.
+                frame.put_i16(served[rng.gen_range(0..served.len())]);
+                frame.put_i16(rng.gen_range(-1..15));
+            }
+            frame.extend((0..len).map(|_| rng.gen::<u8>()));
+            let _ = decode_frame(frame.freeze());
+        }
+        // A well-formed frame still decodes.
+        let header = RequestHeader::default()
+            .with_request_api_key(MetadataRequest::KEY)
+            .with_request_api_version(12)
+            .with_correlation_id(7);
+        let mut buf = BytesMut::from(
+            &codec::encode_request(&header, ApiKey::Metadata, &MetadataRequest::default()).unwrap()
+                [..],
+        );
+        let frame = codec::parse_frame(&mut buf, 1 << 20).unwrap().unwrap();
+        assert!(matches!(
+            decode_frame(frame),
+            Ok(ServedRequest::Metadata(_))
+        ));
+    }
+}
