@@ -12,10 +12,12 @@ scripts/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# One profile only: clippy and the tests both use the `test` profile, so
+# RocksDB is compiled once (the `dev` and `test` profiles each build it).
 echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --profile test --quiet -- -D warnings
 echo "== cargo test"
-cargo test --quiet 2>&1 | tee /tmp/fjord-cargo-test.log
+cargo test --quiet
+# `cargo test` built the binary the process tests ran; the clients use it too.
 echo "== real clients (pytest)"
-cargo build --quiet --bin fjord
 FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" .venv/bin/python -m pytest -q tests/clients
