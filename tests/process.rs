@@ -39,6 +39,19 @@ fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option
     }
 }
 
+/// `fjord cluster status --json` through `bootstrap`, if it answers.
+fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {
+    let out = Command::new(FJORD)
+        .args(["cluster", "status", "--json", "--timeout", "3"])
+        .args(["--bootstrap-server", bootstrap])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 fn stderr_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
@@ -189,22 +202,7 @@ impl ProcessCluster {
 
     /// `fjord cluster status --json` through node `i`.
     fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let out = Command::new(FJORD)
-            .args([
-                "cluster",
-                "status",
-                "--json",
-                "--timeout",
-                "3",
-                "--bootstrap-server",
-            ])
-            .arg(format!("127.0.0.1:{}", self.ports[i].0))
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        cluster_status(&format!("127.0.0.1:{}", self.ports[i].0))
     }
 
     fn broker_state(status: &serde_json::Value, id: i64) -> Option<String> {
@@ -425,19 +423,7 @@ fn dev_cluster_starts_three_nodes_and_stops_them_on_sigterm() {
         "the dev cluster's 3 brokers",
         Duration::from_secs(90),
         || {
-            let out = Command::new(FJORD)
-                .args([
-                    "cluster",
-                    "status",
-                    "--json",
-                    "--timeout",
-                    "3",
-                    "--bootstrap-server",
-                    "localhost:29092",
-                ])
-                .output()
-                .ok()?;
-            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let s = cluster_status("localhost:29092")?;
             let active = s["brokers"]
                 .as_array()?
                 .iter()

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::raft::rpc::{BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest};
 use super::{Controller, ControllerError};
-use crate::metadata::MetadataRecord;
+use crate::metadata::{BrokerRegistration, MetadataRecord};
 
 pub(super) struct ClusterControl {
     session_timeout: Duration,
@@ -41,16 +41,7 @@ impl ClusterControl {
         controller: &Controller,
         req: &BrokerRegistrationRequest,
     ) -> Result<i64, ControllerError> {
-        if !controller.is_leader() {
-            return Err(ControllerError::NotController);
-        }
-        let existing = controller
-            .image
-            .borrow()
-            .cluster
-            .brokers
-            .get(&req.broker_id)
-            .cloned();
+        let existing = current_registration(controller, req.broker_id)?;
         if let Some(b) = existing.filter(|b| b.incarnation_id == req.incarnation_id) {
             self.touch(req.broker_id);
             return Ok(b.broker_epoch);
@@ -74,16 +65,7 @@ impl ClusterControl {
         controller: &Controller,
         req: &BrokerHeartbeatRequest,
     ) -> Result<BrokerHeartbeatReply, ControllerError> {
-        if !controller.is_leader() {
-            return Err(ControllerError::NotController);
-        }
-        let registration = controller
-            .image
-            .borrow()
-            .cluster
-            .brokers
-            .get(&req.broker_id)
-            .cloned();
+        let registration = current_registration(controller, req.broker_id)?;
         let Some(b) = registration.filter(|b| b.broker_epoch == req.broker_epoch) else {
             return Err(ControllerError::StaleBrokerEpoch(format!(
                 "broker {} epoch {} is not registered",
@@ -121,6 +103,24 @@ impl ClusterControl {
             .map(|b| (b.broker_id, b.broker_epoch))
             .collect()
     }
+}
+
+/// The broker's registration in the image, as only the active controller
+/// may judge it.
+fn current_registration(
+    controller: &Controller,
+    broker_id: i32,
+) -> Result<Option<BrokerRegistration>, ControllerError> {
+    if !controller.is_leader() {
+        return Err(ControllerError::NotController);
+    }
+    Ok(controller
+        .image
+        .borrow()
+        .cluster
+        .brokers
+        .get(&broker_id)
+        .cloned())
 }
 
 /// Kafka's format for a cluster id: 16 random bytes, URL-safe base64.
