@@ -254,6 +254,13 @@ fn a_paused_broker_is_fenced_and_unfenced_and_the_quorum_survives_kill_9() {
     });
     let leader = status["leader_id"].as_i64().unwrap();
     assert_eq!(status["voters"].as_array().unwrap().len(), 3, "{status}");
+    // A live broker implies a named cluster: the id is written first.
+    assert!(
+        status["cluster_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 22),
+        "{status}"
+    );
     for field in ["cluster_id", "leader_epoch", "high_watermark"] {
         assert!(!status[field].is_null(), "status has {field}: {status}");
     }

@@ -202,6 +202,10 @@ async fn every_broker_registers_and_is_unfenced() {
     )
     .await;
     let image = cluster.image(0);
+    assert!(
+        image.cluster_id.is_some(),
+        "brokers never join an unnamed cluster"
+    );
     for (id, b) in &image.cluster.brokers {
         let port = cluster.nodes[(*id - 1) as usize].kafka_port;
         assert_eq!(b.endpoint("PLAINTEXT").map(|e| e.port), Some(port));

@@ -46,15 +46,18 @@ impl ClusterControl {
             self.touch(req.broker_id);
             return Ok(b.broker_epoch);
         }
-        let index = controller
-            .write(vec![MetadataRecord::RegisterBroker {
-                broker_id: req.broker_id,
-                incarnation_id: req.incarnation_id,
-                endpoints: req.endpoints.clone(),
-                rack: req.rack.clone(),
-                fenced: true,
-            }])
-            .await?;
+        // The cluster is named before any broker is in it, so no client
+        // ever sees a live broker with no cluster id.
+        let mut records: Vec<MetadataRecord> =
+            cluster_id_if_missing(controller).into_iter().collect();
+        records.push(MetadataRecord::RegisterBroker {
+            broker_id: req.broker_id,
+            incarnation_id: req.incarnation_id,
+            endpoints: req.endpoints.clone(),
+            rack: req.rack.clone(),
+            fenced: true,
+        });
+        let index = controller.write(records).await?;
         self.touch(req.broker_id);
         tracing::info!(broker = req.broker_id, epoch = index, "broker registered");
         Ok(index as i64)
@@ -123,6 +126,20 @@ fn current_registration(
         .cloned())
 }
 
+/// The record naming the cluster (the configured id, else a new one), if
+/// the log has none yet. Replay keeps the first, so racing writers are safe.
+fn cluster_id_if_missing(controller: &Controller) -> Option<MetadataRecord> {
+    if controller.image.borrow().cluster_id.is_some() {
+        return None;
+    }
+    let cluster_id = controller
+        .options
+        .cluster_id
+        .clone()
+        .unwrap_or_else(random_cluster_id);
+    Some(MetadataRecord::ClusterId { cluster_id })
+}
+
 /// Kafka's format for a cluster id: 16 random bytes, URL-safe base64.
 pub fn random_cluster_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
@@ -146,16 +163,8 @@ pub(super) async fn run_leader_duties(
             continue;
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
-        if controller.image.borrow().cluster_id.is_none() {
-            let cluster_id = controller
-                .options
-                .cluster_id
-                .clone()
-                .unwrap_or_else(random_cluster_id);
-            if let Err(e) = controller
-                .write(vec![MetadataRecord::ClusterId { cluster_id }])
-                .await
-            {
+        if let Some(record) = cluster_id_if_missing(&controller) {
+            if let Err(e) = controller.write(vec![record]).await {
                 tracing::warn!("writing the cluster id: {e}");
             }
         }
