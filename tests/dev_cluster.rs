@@ -1,0 +1,119 @@
+//! `fjord dev-cluster` as a user runs it. Its own test binary, so that no
+//! other test's connections hold a port in its fixed range (39092 and up are
+//! inside Linux's ephemeral port range) while it starts.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
+
+fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > deadline {
+            eprintln!("timed out after {deadline:?} waiting for {what}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {
+    let out = Command::new(FJORD)
+        .args(["cluster", "status", "--json", "--timeout", "3"])
+        .args(["--bootstrap-server", bootstrap])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+fn node_logs(dir: &std::path::Path) -> String {
+    (1..=3)
+        .map(|n| {
+            let path = dir.join(format!("node-{n}.log"));
+            format!(
+                "--- {}\n{}",
+                path.display(),
+                std::fs::read_to_string(&path).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dev_cluster_starts_three_nodes_and_stops_them_on_sigterm() {
+    // dev-cluster uses fixed ports (N9092...): if one is taken, the test
+    // fails and prints the node's own error from its log.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(FJORD)
+        .args(["dev-cluster", "--nodes", "3", "--dir"])
+        .arg(dir.path())
+        .args(["-o", "broker.heartbeat.interval.ms=300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(
+        "the dev cluster's 3 brokers",
+        Duration::from_secs(90),
+        || {
+            let s = cluster_status("localhost:29092")?;
+            let active = s["brokers"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["state"] == "active")
+                .count();
+            (active == 3).then_some(s)
+        },
+    );
+    let Some(status) = status else {
+        let _ = child.kill();
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
+        panic!(
+            "dev cluster never had 3 active brokers\n{stderr}\n{}",
+            node_logs(dir.path())
+        );
+    };
+    let ports: Vec<i64> = status["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![19092, 29092, 39092]);
+    signal(&child, libc::SIGTERM);
+    let exit = wait_for("dev-cluster to exit", Duration::from_secs(60), || {
+        child.try_wait().ok().flatten()
+    })
+    .expect("dev-cluster exits after SIGTERM");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(exit.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("bootstrap servers: localhost:19092,localhost:29092,localhost:39092"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("http://localhost:19308/metrics"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("stopped (exit status: 0)").count(),
+        3,
+        "{stdout}"
+    );
+}
