@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
+mod common;
+
+use common::bin::{cluster_status, signal, FJORD};
 
 fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
@@ -18,25 +20,6 @@ fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {
-    let out = Command::new(FJORD)
-        .args(["cluster", "status", "--json", "--timeout", "3"])
-        .args(["--bootstrap-server", bootstrap])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill(2) on a child we spawned.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, sig);
     }
 }
 

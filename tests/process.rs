@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
+mod common;
+
+use common::bin::{cluster_status, signal, FJORD};
 
 fn fjord(args: &[&str], cwd: &Path) -> Output {
     Command::new(FJORD)
@@ -37,19 +39,6 @@ fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// `fjord cluster status --json` through `bootstrap`, if it answers.
-fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {
-    let out = Command::new(FJORD)
-        .args(["cluster", "status", "--json", "--timeout", "3"])
-        .args(["--bootstrap-server", bootstrap])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
 }
 
 fn stderr_line(out: &Output) -> String {
@@ -105,13 +94,6 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on a child we spawned.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, sig);
     }
 }
 
