@@ -66,10 +66,16 @@ pub fn run(command: ClusterCommand) -> i32 {
         }
     };
     match rt.block_on(status(&bootstrap_server, Duration::from_secs(timeout))) {
-        Ok(s) if json => {
-            println!("{}", serde_json::to_string(&s).unwrap_or_default());
-            0
-        }
+        Ok(s) if json => match serde_json::to_string(&s) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(e) => {
+                eprintln!("fjord: cluster status: cannot encode JSON: {e}");
+                1
+            }
+        },
         Ok(s) => {
             print_text(&s);
             0

@@ -292,7 +292,7 @@ impl Controller {
         loop {
             let attempt = match self.leader_id() {
                 None => Err(ControllerError::NoLeader),
-                Some(id) if id == self.node_id => Ok(self.handle(&req).await),
+                Some(id) if id == self.node_id => Ok(self.handle(req.clone()).await),
                 Some(id) => self.forward(id, &req).await,
             };
             let retry = match &attempt {
@@ -331,25 +331,24 @@ impl Controller {
     }
 
     /// Serves one request on this node (the RPC server's entry point too).
-    pub(crate) async fn handle(&self, req: &ControllerRequest) -> ControllerResponse {
+    /// Takes the request by value so replicated entries are not copied.
+    pub(crate) async fn handle(&self, req: ControllerRequest) -> ControllerResponse {
         match req {
             ControllerRequest::AppendEntries(rpc) => {
-                ControllerResponse::AppendEntries(self.raft.append_entries(rpc.clone()).await)
+                ControllerResponse::AppendEntries(self.raft.append_entries(rpc).await)
             }
-            ControllerRequest::Vote(rpc) => {
-                ControllerResponse::Vote(self.raft.vote(rpc.clone()).await)
-            }
+            ControllerRequest::Vote(rpc) => ControllerResponse::Vote(self.raft.vote(rpc).await),
             ControllerRequest::InstallSnapshot(rpc) => {
-                ControllerResponse::InstallSnapshot(self.raft.install_snapshot(rpc.clone()).await)
+                ControllerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
             }
             ControllerRequest::Propose(batch) => {
-                ControllerResponse::Propose(self.write(batch.records.clone()).await)
+                ControllerResponse::Propose(self.write(batch.records).await)
             }
             ControllerRequest::RegisterBroker(r) => {
-                ControllerResponse::RegisterBroker(self.cluster_control.register(self, r).await)
+                ControllerResponse::RegisterBroker(self.cluster_control.register(self, &r).await)
             }
             ControllerRequest::BrokerHeartbeat(r) => {
-                ControllerResponse::BrokerHeartbeat(self.cluster_control.heartbeat(self, r).await)
+                ControllerResponse::BrokerHeartbeat(self.cluster_control.heartbeat(self, &r).await)
             }
             ControllerRequest::DescribeQuorum => {
                 ControllerResponse::DescribeQuorum(self.local_quorum())

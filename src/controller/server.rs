@@ -50,7 +50,7 @@ async fn serve_connection(
             },
             _ = shutdown.changed() => return Ok(()),
         };
-        let resp = controller.handle(&req).await;
+        let resp = controller.handle(req).await;
         write_frame(&mut stream, &resp).await?;
     }
 }

@@ -22,7 +22,7 @@ use crate::metadata::{Endpoint, MetadataBatch};
 /// append batches stay far below it.
 pub const MAX_FRAME_BYTES: u32 = 64 << 20;
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct BrokerRegistrationRequest {
     pub broker_id: i32,
     pub incarnation_id: uuid::Uuid,
@@ -30,7 +30,7 @@ pub struct BrokerRegistrationRequest {
     pub rack: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct BrokerHeartbeatRequest {
     pub broker_id: i32,
     pub broker_epoch: i64,
@@ -41,7 +41,7 @@ pub struct BrokerHeartbeatReply {
     pub is_fenced: bool,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub enum ControllerRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
