@@ -8,6 +8,8 @@
 //! connection unusable, because a late answer could be mistaken for the
 //! next one; reconnect after such an error.
 
+pub mod producer;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
@@ -224,6 +226,79 @@ impl KafkaClient {
         Ok(response)
     }
 
+    /// Writes `request` at `version` without waiting for its answer and
+    /// returns its correlation id: the pipelined half of [`Self::send`].
+    /// Kafka answers the requests of one connection in the order they came,
+    /// so a caller may keep several in flight and collect the answers with
+    /// [`Self::receive`] in the same order. A Produce with acks=0 is never
+    /// answered; nothing is to be received for it.
+    pub async fn send_only<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
+        let api = api_key::<R>()?;
+        self.check_usable()?;
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = correlation_id.wrapping_add(1);
+        let frame =
+            codec::encode_request(&request_header(api, version, correlation_id), api, request)?;
+        match tokio::time::timeout(self.timeout, self.stream.write_all(&frame)).await {
+            Ok(Ok(())) => Ok(correlation_id),
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(ClientError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// Reads the next answer, which must be the one for `correlation_id`
+    /// (an `R` sent at `version` by [`Self::send_only`]). No deadline of its
+    /// own: the caller bounds the wait. Cancel-safe: bytes already read stay
+    /// buffered, so dropping this future (in `select!`, or on a timeout)
+    /// loses nothing; after a timeout, though, the caller should drop the
+    /// connection, since the late answer is still due.
+    pub async fn receive<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let api = api_key::<R>()?;
+        self.check_usable()?;
+        let result = async {
+            let mut response = self.read_frame().await?;
+            let header =
+                codec::decode_response_header(&mut response, api.response_header_version(version))?;
+            if header.correlation_id != correlation_id {
+                return Err(ClientError::Protocol(format!(
+                    "response for correlation id {}, expected {correlation_id}",
+                    header.correlation_id
+                )));
+            }
+            R::Response::decode(&mut response, version).map_err(|e| {
+                ClientError::Protocol(format!("{} v{version} response: {e}", codec::api_name(api)))
+            })
+        }
+        .await;
+        self.broken = result.is_err();
+        result
+    }
+
+    fn check_usable(&self) -> Result<(), ClientError> {
+        if self.broken {
+            let e = io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("connection to {} failed earlier; reconnect", self.broker),
+            );
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// ApiVersions at our highest version; a broker that does not know it
     /// answers v0 with UNSUPPORTED_VERSION and its own range (KIP-511), and
     /// we ask once more within that range.
@@ -314,6 +389,24 @@ impl KafkaClient {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message).into());
             }
         }
+    }
+}
+
+fn request_header(api: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
+}
+
+/// `host:port` for a broker as Metadata describes it; IPv6 hosts get the
+/// brackets an address needs.
+pub fn broker_address(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
