@@ -7,7 +7,7 @@
 //!
 //! Listener names are case-insensitive and normalised to upper case, as in Kafka.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -169,6 +169,27 @@ pub struct Config {
     pub message_max_bytes: i32,
     /// `log.message.timestamp.type` [CreateTime]; CreateTime or LogAppendTime.
     pub log_message_timestamp_type: String,
+    /// The known keys the file or the command line set, whatever their value.
+    pub explicit_keys: ExplicitKeys,
+}
+
+/// Which keys were spelled out: Kafka reports a topic config whose default
+/// comes from such a key as `STATIC_BROKER_CONFIG`, else `DEFAULT_CONFIG`.
+/// Provenance, not value: configs with equal values are equal whichever
+/// keys spelled them out.
+#[derive(Debug, Clone, Default)]
+pub struct ExplicitKeys(pub BTreeSet<String>);
+
+impl ExplicitKeys {
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+}
+
+impl PartialEq for ExplicitKeys {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Default for Config {
@@ -609,6 +630,13 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
         },
     )?;
 
+    let explicit_keys = ExplicitKeys(
+        p.entries
+            .iter()
+            .filter(|(k, _)| p.known.contains(k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
     Ok(Config {
         node_id,
         process_roles,
@@ -646,6 +674,7 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
         offsets_retention_minutes,
         message_max_bytes,
         log_message_timestamp_type,
+        explicit_keys,
     })
 }
 

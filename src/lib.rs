@@ -9,3 +9,4 @@ pub mod metadata;
 pub mod metrics;
 pub mod node;
 pub mod storage;
+pub mod topic_config;

@@ -8,6 +8,7 @@ mod cluster_control;
 pub use cluster_control::random_cluster_id;
 pub mod raft;
 mod server;
+pub mod topic_control;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ use raft::rpc::{
 };
 use raft::state_machine::StateMachine;
 use raft::MetadataRaft;
+use topic_control::{
+    AlterTopicConfigsRequest, CreatePartitionsRequest, CreateTopicsReply, CreateTopicsRequest,
+    DeleteTopicsReply, NamedResults, TopicControl, TopicRef,
+};
 
 /// The metadata quorum as the active controller sees it (Kafka's DescribeQuorum).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -103,6 +108,7 @@ pub struct Controller {
     image: watch::Receiver<Arc<MetadataImage>>,
     contacts: PeerContacts,
     cluster_control: ClusterControl,
+    topic_control: TopicControl,
     /// Connections to other voters for requests forwarded to the leader.
     peers: std::sync::Mutex<HashMap<u64, Arc<Mutex<PeerClient>>>>,
     shutdown: watch::Sender<bool>,
@@ -176,6 +182,7 @@ impl Controller {
             cluster_control: ClusterControl::new(Duration::from_millis(
                 options.broker_session_timeout_ms,
             )),
+            topic_control: TopicControl::new(),
             options,
             raft,
             image,
@@ -276,6 +283,61 @@ impl Controller {
         }
     }
 
+    /// Creates topics on the active controller (Kafka's CreateTopics); each
+    /// topic succeeds or fails on its own, the successes in one entry.
+    pub async fn create_topics(
+        &self,
+        req: CreateTopicsRequest,
+    ) -> Result<CreateTopicsReply, ControllerError> {
+        match self.route(ControllerRequest::CreateTopics(req)).await? {
+            ControllerResponse::CreateTopics(r) => r,
+            _ => Err(unexpected("CreateTopics")),
+        }
+    }
+
+    pub async fn delete_topics(
+        &self,
+        topics: Vec<TopicRef>,
+    ) -> Result<DeleteTopicsReply, ControllerError> {
+        match self.route(ControllerRequest::DeleteTopics(topics)).await? {
+            ControllerResponse::DeleteTopics(r) => r,
+            _ => Err(unexpected("DeleteTopics")),
+        }
+    }
+
+    pub async fn create_partitions(
+        &self,
+        req: CreatePartitionsRequest,
+    ) -> Result<NamedResults, ControllerError> {
+        match self.route(ControllerRequest::CreatePartitions(req)).await? {
+            ControllerResponse::CreatePartitions(r) => r,
+            _ => Err(unexpected("CreatePartitions")),
+        }
+    }
+
+    /// Sets, deletes, appends to or subtracts from topic config overrides.
+    pub async fn alter_topic_configs(
+        &self,
+        req: AlterTopicConfigsRequest,
+    ) -> Result<NamedResults, ControllerError> {
+        match self.route(ControllerRequest::AlterTopicConfigs(req)).await? {
+            ControllerResponse::AlterTopicConfigs(r) => r,
+            _ => Err(unexpected("AlterTopicConfigs")),
+        }
+    }
+
+    /// Waits until this node's image holds metadata offset `offset` (a
+    /// change the active controller reported), up to `timeout`. Returns the
+    /// image either way; the caller checks what it needs.
+    pub async fn wait_for_offset(&self, offset: u64, timeout: Duration) -> Arc<MetadataImage> {
+        let mut image = self.image();
+        let waited = tokio::time::timeout(timeout, image.wait_for(|i| i.offset >= offset)).await;
+        match waited {
+            Ok(Ok(i)) => i.clone(),
+            _ => self.image.borrow().clone(),
+        }
+    }
+
     /// Stops Raft and the controller listener.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -353,6 +415,18 @@ impl Controller {
             ControllerRequest::DescribeQuorum => {
                 ControllerResponse::DescribeQuorum(self.local_quorum())
             }
+            ControllerRequest::CreateTopics(r) => {
+                ControllerResponse::CreateTopics(self.topic_control.create_topics(self, r).await)
+            }
+            ControllerRequest::DeleteTopics(r) => {
+                ControllerResponse::DeleteTopics(self.topic_control.delete_topics(self, r).await)
+            }
+            ControllerRequest::CreatePartitions(r) => ControllerResponse::CreatePartitions(
+                self.topic_control.create_partitions(self, r).await,
+            ),
+            ControllerRequest::AlterTopicConfigs(r) => ControllerResponse::AlterTopicConfigs(
+                self.topic_control.alter_topic_configs(self, r).await,
+            ),
         }
     }
 
@@ -449,6 +523,10 @@ fn response_error(resp: &ControllerResponse) -> Option<&ControllerError> {
         ControllerResponse::RegisterBroker(Err(e)) => Some(e),
         ControllerResponse::BrokerHeartbeat(Err(e)) => Some(e),
         ControllerResponse::DescribeQuorum(Err(e)) => Some(e),
+        ControllerResponse::CreateTopics(Err(e)) => Some(e),
+        ControllerResponse::DeleteTopics(Err(e)) => Some(e),
+        ControllerResponse::CreatePartitions(Err(e)) => Some(e),
+        ControllerResponse::AlterTopicConfigs(Err(e)) => Some(e),
         _ => None,
     }
 }

@@ -14,6 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
 use super::TypeConfig;
+use crate::controller::topic_control::{
+    AlterTopicConfigsRequest, CreatePartitionsRequest, CreateTopicsReply, CreateTopicsRequest,
+    DeleteTopicsReply, NamedResults, TopicRef,
+};
 use crate::controller::{ControllerError, QuorumInfo};
 use crate::metadata::records::{decode, encode, CodecError};
 use crate::metadata::{Endpoint, MetadataBatch};
@@ -51,6 +55,10 @@ pub enum ControllerRequest {
     RegisterBroker(BrokerRegistrationRequest),
     BrokerHeartbeat(BrokerHeartbeatRequest),
     DescribeQuorum,
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(Vec<TopicRef>),
+    CreatePartitions(CreatePartitionsRequest),
+    AlterTopicConfigs(AlterTopicConfigsRequest),
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -64,6 +72,10 @@ pub enum ControllerResponse {
     RegisterBroker(Result<i64, ControllerError>),
     BrokerHeartbeat(Result<BrokerHeartbeatReply, ControllerError>),
     DescribeQuorum(Result<QuorumInfo, ControllerError>),
+    CreateTopics(Result<CreateTopicsReply, ControllerError>),
+    DeleteTopics(Result<DeleteTopicsReply, ControllerError>),
+    CreatePartitions(Result<NamedResults, ControllerError>),
+    AlterTopicConfigs(Result<NamedResults, ControllerError>),
 }
 
 #[derive(Debug, thiserror::Error)]
