@@ -2,9 +2,12 @@
 //! success, 2 for something the user must fix in their input, 1 otherwise,
 //! after printing one line that says why.
 
+pub mod bench;
 pub mod cluster;
+pub mod consume;
 pub mod dev_cluster;
 pub mod node;
+pub mod produce;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +34,15 @@ pub enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Send each line of standard input as a record.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(consume::ConsumeArgs),
+    /// Measure produce or consume throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -38,6 +50,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Node(args) => node::run(args),
         Command::DevCluster(args) => dev_cluster::run(args),
         Command::Cluster { command } => cluster::run(command),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Bench { command } => bench::run(command),
     }
 }
 
