@@ -122,6 +122,7 @@ pub async fn start_with_listeners(
         socket_request_max_bytes: config.socket_request_max_bytes,
         image: controller.image(),
         controller: controller.clone(),
+        config: config.clone(),
     });
     tasks.push(tokio::spawn(crate::kafka::server::serve(
         kafka,

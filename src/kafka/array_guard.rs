@@ -21,6 +21,9 @@ pub enum Field {
     Str,
     /// An array of structs with the given fields.
     Array(Shape),
+    /// An array of plain values, such as `[int32]` broker ids or
+    /// `[string]` config keys: its elements carry no tagged fields.
+    ValueArray(Shape),
 }
 
 pub type Shape = &'static [Field];
@@ -54,6 +57,7 @@ impl<'a> Reader<'a> {
                     self.skip(len)?;
                 }
                 Field::Array(elements) => self.walk_array(elements)?,
+                Field::ValueArray(values) => self.walk_values(values)?,
             }
         }
         Ok(())
@@ -72,6 +76,20 @@ impl<'a> Reader<'a> {
             if self.flexible {
                 self.skip_tagged_fields()?;
             }
+        }
+        Ok(())
+    }
+
+    fn walk_values(&mut self, values: Shape) -> Result<(), String> {
+        let count = self.array_length()?;
+        if count > self.buf.len() {
+            return Err(format!(
+                "an array declares {count} elements with {} bytes left",
+                self.buf.len()
+            ));
+        }
+        for _ in 0..count {
+            self.walk(values)?;
         }
         Ok(())
     }

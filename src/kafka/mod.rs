@@ -31,4 +31,6 @@ pub struct BrokerContext {
     pub socket_request_max_bytes: i32,
     pub image: watch::Receiver<Arc<MetadataImage>>,
     pub controller: Arc<Controller>,
+    /// Topic defaults (`num.partitions`, `log.*`) and `auto.create.topics.enable`.
+    pub config: Arc<crate::config::Config>,
 }

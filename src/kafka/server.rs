@@ -290,6 +290,7 @@ mod tests {
                 socket_request_max_bytes: MAX_REQUEST,
                 image: controller.image(),
                 controller: controller.clone(),
+                config: Arc::new(crate::config::Config::default()),
             });
             let server = tokio::spawn(serve(kafka, ctx, shutdown_rx));
             TestBroker {

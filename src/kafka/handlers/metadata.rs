@@ -1,17 +1,29 @@
 //! Metadata: the brokers clients can reach and where each partition's
-//! leader is, straight from the metadata image. Topics that do not exist
-//! are reported, not created (auto-creation comes with CreateTopics).
+//! leader is, straight from the metadata image.
+//!
+//! A topic asked for by name that does not exist is created when the
+//! request allows it (always below v4, `allow_auto_topic_creation` from v4)
+//! and `auto.create.topics.enable` is on, with `num.partitions` and
+//! `default.replication.factor`. Kafka answers LEADER_NOT_AVAILABLE for a
+//! topic it has only started creating; fjord waits (bounded) for its own
+//! image to hold the topic and answers with the real partitions, so a
+//! producer's first Metadata request is usually its last.
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::create_topics::LOCAL_IMAGE_WAIT;
 use super::{str_bytes, BrokerView, RequestShape};
+use crate::controller::topic_control::{self, validate_topic_name, NewTopic, TopicErrorKind};
 use crate::kafka::array_guard::{Field, Shape};
+use crate::kafka::BrokerContext;
 use crate::metadata::image::{PartitionRegistration, TopicImage};
 
 impl RequestShape for MetadataRequest {
@@ -28,6 +40,104 @@ impl RequestShape for MetadataRequest {
 /// Kafka's internal topics; fjord keeps offsets and transactions in the
 /// metadata log instead, but a topic by these names is still internal.
 const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// Answers Metadata on a running broker: auto-creates what the request
+/// allows, then answers from this node's image.
+pub async fn respond(
+    ctx: &BrokerContext,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let allowed = version < 4 || request.allow_auto_topic_creation;
+    let mut not_ready = BTreeMap::new();
+    if allowed && ctx.config.auto_create_topics_enable {
+        let image = ctx.image.borrow().clone();
+        let missing: Vec<String> = request
+            .topics
+            .iter()
+            .flatten()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|n| image.topics.get(n).is_none())
+            .collect();
+        if !missing.is_empty() {
+            not_ready = auto_create_topics(ctx, missing).await;
+        }
+    }
+    let image = ctx.image.borrow().clone();
+    let mut response = handle(&BrokerView::of(ctx, &image), request, version);
+    for topic in &mut response.topics {
+        let error = topic
+            .name
+            .as_ref()
+            .and_then(|n| not_ready.get(n.0.as_str()));
+        if let Some(error) = error {
+            topic.error_code = error.code();
+        }
+    }
+    response
+}
+
+/// Creates `names` as auto-created topics and waits for this node's image
+/// to hold them. Returns the error to report for each that is not there
+/// yet: LEADER_NOT_AVAILABLE (retriable) unless the creation can never
+/// succeed as asked. Internal names are never auto-created.
+pub async fn auto_create_topics(
+    ctx: &BrokerContext,
+    names: Vec<String>,
+) -> BTreeMap<String, ResponseError> {
+    let mut errors = BTreeMap::new();
+    let mut topics = Vec::new();
+    for name in names {
+        if validate_topic_name(&name).is_err() {
+            errors.insert(name, ResponseError::InvalidTopicException);
+        } else if INTERNAL_TOPICS.contains(&name.as_str()) {
+            errors.insert(name, ResponseError::UnknownTopicOrPartition);
+        } else {
+            topics.push(NewTopic {
+                name,
+                num_partitions: ctx.config.num_partitions,
+                replication_factor: ctx.config.default_replication_factor,
+                assignments: Vec::new(),
+                configs: Vec::new(),
+            });
+        }
+    }
+    if topics.is_empty() {
+        return errors;
+    }
+    let request = topic_control::CreateTopicsRequest {
+        topics,
+        validate_only: false,
+    };
+    let reply = match ctx.controller.create_topics(request).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!("auto-creating topics: {e}");
+            return errors;
+        }
+    };
+    let image = ctx
+        .controller
+        .wait_for_offset(reply.metadata_offset, LOCAL_IMAGE_WAIT)
+        .await;
+    for created in reply.topics {
+        if image.topics.get(&created.name).is_some() {
+            continue;
+        }
+        let error = match created.result {
+            Err(e) if e.kind == TopicErrorKind::InvalidReplicationFactor => {
+                tracing::warn!(topic = %created.name, "auto-create refused: {e}");
+                ResponseError::InvalidReplicationFactor
+            }
+            Err(e) if e.kind == TopicErrorKind::InvalidTopic => {
+                ResponseError::InvalidTopicException
+            }
+            _ => ResponseError::LeaderNotAvailable,
+        };
+        errors.insert(created.name, error);
+    }
+    errors
+}
 
 pub fn handle(view: &BrokerView, request: MetadataRequest, version: i16) -> MetadataResponse {
     let topics = match requested_topics(request.topics, version) {

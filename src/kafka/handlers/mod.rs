@@ -7,6 +7,11 @@
 //! functions a test can call with a hand-built image.
 
 pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod incremental_alter_configs;
 pub mod describe_cluster;
 pub mod describe_quorum;
 pub mod metadata;
@@ -16,6 +21,12 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
     MetadataResponse, RequestHeader,
+};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -40,6 +51,12 @@ pub enum ServedRequest {
     Metadata(MetadataRequest),
     DescribeCluster(DescribeClusterRequest),
     DescribeQuorum(DescribeQuorumRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
 }
 
 impl ServedRequest {
@@ -53,6 +70,16 @@ impl ServedRequest {
             ApiKey::Metadata => decode_body(api, version, body).map(Self::Metadata),
             ApiKey::DescribeCluster => decode_body(api, version, body).map(Self::DescribeCluster),
             ApiKey::DescribeQuorum => decode_body(api, version, body).map(Self::DescribeQuorum),
+            ApiKey::CreateTopics => decode_body(api, version, body).map(Self::CreateTopics),
+            ApiKey::DeleteTopics => decode_body(api, version, body).map(Self::DeleteTopics),
+            ApiKey::CreatePartitions => {
+                decode_body(api, version, body).map(Self::CreatePartitions)
+            }
+            ApiKey::DescribeConfigs => decode_body(api, version, body).map(Self::DescribeConfigs),
+            ApiKey::IncrementalAlterConfigs => {
+                decode_body(api, version, body).map(Self::IncrementalAlterConfigs)
+            }
+            ApiKey::AlterConfigs => decode_body(api, version, body).map(Self::AlterConfigs),
             _ => Err(CodecError::UnsupportedVersion { api, version }),
         }
     }
@@ -115,8 +142,7 @@ async fn dispatch(
             &api_versions::handle(req, version),
         ),
         ServedRequest::Metadata(req) => {
-            let image = ctx.image.borrow().clone();
-            let response = metadata::handle(&BrokerView::of(ctx, &image), req, version);
+            let response = metadata::respond(ctx, req, version).await;
             reply(header, ApiKey::Metadata, version, &response)
         }
         ServedRequest::DescribeCluster(req) => {
@@ -127,6 +153,31 @@ async fn dispatch(
         ServedRequest::DescribeQuorum(req) => {
             let response = describe_quorum::handle(&ctx.controller, req, version).await;
             reply(header, ApiKey::DescribeQuorum, version, &response)
+        }
+        ServedRequest::CreateTopics(req) => {
+            let response = create_topics::handle(ctx, req, version).await;
+            reply(header, ApiKey::CreateTopics, version, &response)
+        }
+        ServedRequest::DeleteTopics(req) => {
+            let response = delete_topics::handle(ctx, req, version).await;
+            reply(header, ApiKey::DeleteTopics, version, &response)
+        }
+        ServedRequest::CreatePartitions(req) => {
+            let response = create_partitions::handle(ctx, req, version).await;
+            reply(header, ApiKey::CreatePartitions, version, &response)
+        }
+        ServedRequest::DescribeConfigs(req) => {
+            let image = ctx.image.borrow().clone();
+            let response = describe_configs::handle(&ctx.config, &image, req, version);
+            reply(header, ApiKey::DescribeConfigs, version, &response)
+        }
+        ServedRequest::IncrementalAlterConfigs(req) => {
+            let response = incremental_alter_configs::handle(ctx, req, version).await;
+            reply(header, ApiKey::IncrementalAlterConfigs, version, &response)
+        }
+        ServedRequest::AlterConfigs(req) => {
+            let response = incremental_alter_configs::handle_legacy(ctx, req, version).await;
+            reply(header, ApiKey::AlterConfigs, version, &response)
         }
     }
 }
@@ -163,6 +214,25 @@ top_level_error_code_field!(
     MetadataResponse,
     DescribeClusterResponse,
     DescribeQuorumResponse,
+);
+
+macro_rules! no_top_level_error_code {
+    ($($response:ty),* $(,)?) => {
+        $(impl TopLevelError for $response {
+            fn top_level_error(&self) -> i16 {
+                0
+            }
+        })*
+    };
+}
+
+no_top_level_error_code!(
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    CreatePartitionsResponse,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsResponse,
+    AlterConfigsResponse,
 );
 
 /// The Kafka error a controller failure is reported as. Not-leader-style
@@ -342,6 +412,16 @@ pub(crate) mod tests {
                     ApiKey::Metadata => encoded(&MetadataRequest::default(), version),
                     ApiKey::DescribeCluster => encoded(&DescribeClusterRequest::default(), version),
                     ApiKey::DescribeQuorum => encoded(&describe_quorum::request(), version),
+                    ApiKey::CreateTopics => encoded(&create_topics::request(), version),
+                    ApiKey::DeleteTopics => encoded(&delete_topics::request(version), version),
+                    ApiKey::CreatePartitions => encoded(&create_partitions::request(), version),
+                    ApiKey::DescribeConfigs => encoded(&describe_configs::request(), version),
+                    ApiKey::IncrementalAlterConfigs => {
+                        encoded(&incremental_alter_configs::request(), version)
+                    }
+                    ApiKey::AlterConfigs => {
+                        encoded(&incremental_alter_configs::legacy_request(), version)
+                    }
                     other => panic!("{other:?} is advertised but has no test request"),
                 };
                 let decoded = ServedRequest::decode(*api, version, body);
