@@ -151,6 +151,8 @@ pub struct Config {
     pub log_flush_interval_messages: i64,
     /// `log.flush.interval.ms` [unset].
     pub log_flush_interval_ms: Option<u64>,
+    /// `log.retention.check.interval.ms` [300000].
+    pub log_retention_check_interval_ms: u64,
     /// `socket.request.max.bytes` [100 MiB].
     pub socket_request_max_bytes: i32,
     /// `replica.lag.time.max.ms` [30000].
@@ -592,6 +594,9 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
     let log_flush_interval_messages: i64 = int_or(p, key, i64::MAX)?;
     require_positive(key, log_flush_interval_messages)?;
     let log_flush_interval_ms: Option<u64> = opt_int(p, "log.flush.interval.ms")?;
+    let key = "log.retention.check.interval.ms";
+    let log_retention_check_interval_ms: u64 = int_or(p, key, 300_000)?;
+    require_positive(key, log_retention_check_interval_ms)?;
 
     // Requests and replication.
     let key = "socket.request.max.bytes";
@@ -665,6 +670,7 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
         log_retention_bytes,
         log_flush_interval_messages,
         log_flush_interval_ms,
+        log_retention_check_interval_ms,
         socket_request_max_bytes,
         replica_lag_time_max_ms,
         unclean_leader_election_enable,

@@ -8,5 +8,6 @@ pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod storage;
 pub mod topic_config;

@@ -17,7 +17,9 @@ use crate::controller::broker_lifecycle::BrokerLifecycle;
 use crate::controller::{Controller, ControllerOptions, StartError};
 use crate::kafka::BrokerContext;
 use crate::metadata::Endpoint;
+use crate::replication::ReplicaManager;
 use crate::storage::meta_properties::{self, MetaPropertiesError};
+use crate::storage::LogManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -33,6 +35,8 @@ pub enum NodeError {
     },
     #[error("{0}")]
     Controller(#[from] StartError),
+    #[error("log directory: {0}")]
+    Storage(#[from] crate::storage::LogError),
 }
 
 impl NodeError {
@@ -51,8 +55,11 @@ pub struct RunningNode {
     pub controller: Arc<Controller>,
     pub kafka_addr: SocketAddr,
     pub controller_addr: SocketAddr,
+    pub replicas: Arc<ReplicaManager>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    storage_shutdown: watch::Sender<bool>,
+    storage_tasks: Vec<JoinHandle<()>>,
     /// Set when the node must stop on its own (its directories turned out to
     /// belong to another cluster).
     pub fatal: watch::Receiver<Option<String>>,
@@ -110,9 +117,36 @@ pub async fn start_with_listeners(
         broker_session_timeout_ms: config.broker_session_timeout_ms,
         cluster_id: known_cluster_id.clone(),
     };
+    // Partition logs recover before anything is served. Blocking: it reads
+    // back every segment written since the last flush.
+    let log_dir = config.log_dirs[0].clone();
+    let logs = tokio::task::spawn_blocking(move || LogManager::open(&log_dir))
+        .await
+        .map_err(|e| NodeError::Storage(crate::storage::LogError::Corrupt(e.to_string())))??;
+    let logs = Arc::new(logs);
     let controller = Controller::start(options, controller_listener).await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let incarnation_id = uuid::Uuid::new_v4();
+    let replicas = Arc::new(ReplicaManager::new(
+        config.node_id,
+        incarnation_id,
+        config.clone(),
+        logs.clone(),
+    ));
+    // Not in `tasks`: these stop after the listener, in `shutdown`.
+    let (storage_shutdown, storage_shutdown_rx) = watch::channel(false);
+    let storage_tasks = vec![
+        tokio::spawn(
+            replicas
+                .clone()
+                .run(controller.image(), storage_shutdown_rx.clone()),
+        ),
+        tokio::spawn(logs.clone().run_maintenance(
+            Duration::from_millis(config.log_retention_check_interval_ms),
+            storage_shutdown_rx,
+        )),
+    ];
     let (fatal_tx, fatal) = watch::channel(None);
     let mut tasks = Vec::new();
 
@@ -123,6 +157,7 @@ pub async fn start_with_listeners(
         image: controller.image(),
         controller: controller.clone(),
         config: config.clone(),
+        replicas: replicas.clone(),
     });
     tasks.push(tokio::spawn(crate::kafka::server::serve(
         kafka,
@@ -132,7 +167,7 @@ pub async fn start_with_listeners(
 
     let lifecycle = BrokerLifecycle {
         broker_id: config.node_id,
-        incarnation_id: uuid::Uuid::new_v4(),
+        incarnation_id,
         endpoints: advertised_endpoints(&config, kafka_addr.port()),
         rack: None,
         heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
@@ -160,8 +195,11 @@ pub async fn start_with_listeners(
         controller,
         kafka_addr,
         controller_addr,
+        replicas,
         shutdown,
         tasks,
+        storage_shutdown,
+        storage_tasks,
         fatal,
     })
 }
@@ -173,6 +211,14 @@ impl RunningNode {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        let _ = self.storage_shutdown.send(true);
+        for task in self.storage_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        // Everything acknowledged goes to disk, and the next start-up need
+        // not read it back.
+        let logs = self.replicas.logs().clone();
+        let _ = tokio::task::spawn_blocking(move || logs.flush_all()).await;
         self.controller.shutdown().await;
         tracing::info!(node_id = self.config.node_id, "fjord node stopped");
     }

@@ -17,10 +17,16 @@
 pub enum Field {
     /// A fixed-width field: `Fixed(1)` for a bool or int8, `Fixed(16)` for a uuid.
     Fixed(usize),
-    /// A (nullable) string or bytes field.
+    /// A (nullable) string: a 16-bit length in classic versions.
     Str,
-    /// An array of structs with the given fields.
+    /// A (nullable) bytes field, such as Produce's records: a 32-bit length
+    /// in classic versions.
+    Bytes,
+    /// An array of structs with the given fields (each closed by tagged
+    /// fields in flexible versions).
     Array(Shape),
+    /// An array of fixed-width values, e.g. `[int32]` of broker ids.
+    FixedArray(usize),
     /// An array of plain values, such as `[int32]` broker ids or
     /// `[string]` config keys: its elements carry no tagged fields.
     ValueArray(Shape),
@@ -56,8 +62,19 @@ impl<'a> Reader<'a> {
                     let len = self.string_length()?;
                     self.skip(len)?;
                 }
+                Field::Bytes => {
+                    let len = self.bytes_length()?;
+                    self.skip(len)?;
+                }
                 Field::Array(elements) => self.walk_array(elements)?,
                 Field::ValueArray(values) => self.walk_values(values)?,
+                Field::FixedArray(width) => {
+                    let count = self.array_length()?;
+                    let len = count
+                        .checked_mul(*width)
+                        .ok_or_else(|| format!("an array declares {count} elements"))?;
+                    self.skip(len)?;
+                }
             }
         }
         Ok(())
@@ -102,6 +119,11 @@ impl<'a> Reader<'a> {
             i64::from(i16::from_be_bytes(self.array()?))
         };
         present_length(len)
+    }
+
+    /// Classic bytes have a signed 32-bit length, -1 for null.
+    fn bytes_length(&mut self) -> Result<usize, String> {
+        self.array_length()
     }
 
     /// Classic arrays have a signed 32-bit length, -1 for null.

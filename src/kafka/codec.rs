@@ -26,12 +26,19 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ApiVersions, VersionRange { min: 0, max: 4 }),
     (ApiKey::DescribeQuorum, VersionRange { min: 0, max: 2 }),
     (ApiKey::DescribeCluster, VersionRange { min: 0, max: 2 }),
+    (ApiKey::Produce, VersionRange { min: 3, max: 12 }),
+    (ApiKey::Fetch, VersionRange { min: 4, max: 16 }),
+    (ApiKey::ListOffsets, VersionRange { min: 1, max: 8 }),
+    (ApiKey::DeleteRecords, VersionRange { min: 0, max: 2 }),
     (ApiKey::CreateTopics, VersionRange { min: 2, max: 7 }),
     (ApiKey::DeleteTopics, VersionRange { min: 1, max: 6 }),
     (ApiKey::CreatePartitions, VersionRange { min: 0, max: 3 }),
     (ApiKey::DescribeConfigs, VersionRange { min: 1, max: 4 }),
     (ApiKey::AlterConfigs, VersionRange { min: 0, max: 2 }),
-    (ApiKey::IncrementalAlterConfigs, VersionRange { min: 0, max: 1 }),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        VersionRange { min: 0, max: 1 },
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -33,4 +33,6 @@ pub struct BrokerContext {
     pub controller: Arc<Controller>,
     /// Topic defaults (`num.partitions`, `log.*`) and `auto.create.topics.enable`.
     pub config: Arc<crate::config::Config>,
+    /// The partitions this broker hosts: produce and fetch go through it.
+    pub replicas: Arc<crate::replication::ReplicaManager>,
 }

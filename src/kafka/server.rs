@@ -191,7 +191,9 @@ impl Connection {
         counter!("fjord_kafka_requests_total", "api" => api_label).increment(1);
         let started = Instant::now();
         let reply = handlers::respond(&self.ctx, api, &header, frame).await?;
-        self.stream.write_all(&reply.frame).await?;
+        if !reply.frame.is_empty() {
+            self.stream.write_all(&reply.frame).await?;
+        }
         histogram!("fjord_kafka_request_duration_seconds", "api" => api_label)
             .record(started.elapsed().as_secs_f64());
         if reply.error_code != 0 {
@@ -291,6 +293,12 @@ mod tests {
                 image: controller.image(),
                 controller: controller.clone(),
                 config: Arc::new(crate::config::Config::default()),
+                replicas: Arc::new(crate::replication::ReplicaManager::new(
+                    1,
+                    uuid::Uuid::new_v4(),
+                    Arc::new(crate::config::Config::default()),
+                    Arc::new(crate::storage::LogManager::open(&dir.path().join("logs")).unwrap()),
+                )),
             });
             let server = tokio::spawn(serve(kafka, ctx, shutdown_rx));
             TestBroker {

@@ -9,24 +9,29 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
-pub mod describe_configs;
-pub mod incremental_alter_configs;
 pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_quorum;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
 pub mod metadata;
+pub mod produce;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
-    MetadataResponse, RequestHeader,
-};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -36,6 +41,8 @@ use super::codec::{self, CodecError};
 use super::BrokerContext;
 use crate::controller::ControllerError;
 use crate::metadata::{BrokerRegistration, Endpoint, MetadataImage};
+use crate::replication::PartitionError;
+use crate::storage::LogError;
 
 /// Where a request's arrays sit, checked before the body is decoded (see
 /// [`array_guard`]). Implemented beside each handler; a request type without
@@ -51,6 +58,10 @@ pub enum ServedRequest {
     Metadata(MetadataRequest),
     DescribeCluster(DescribeClusterRequest),
     DescribeQuorum(DescribeQuorumRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    DeleteRecords(DeleteRecordsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     CreatePartitions(CreatePartitionsRequest),
@@ -70,11 +81,13 @@ impl ServedRequest {
             ApiKey::Metadata => decode_body(api, version, body).map(Self::Metadata),
             ApiKey::DescribeCluster => decode_body(api, version, body).map(Self::DescribeCluster),
             ApiKey::DescribeQuorum => decode_body(api, version, body).map(Self::DescribeQuorum),
+            ApiKey::Produce => decode_body(api, version, body).map(Self::Produce),
+            ApiKey::Fetch => decode_body(api, version, body).map(Self::Fetch),
+            ApiKey::ListOffsets => decode_body(api, version, body).map(Self::ListOffsets),
+            ApiKey::DeleteRecords => decode_body(api, version, body).map(Self::DeleteRecords),
             ApiKey::CreateTopics => decode_body(api, version, body).map(Self::CreateTopics),
             ApiKey::DeleteTopics => decode_body(api, version, body).map(Self::DeleteTopics),
-            ApiKey::CreatePartitions => {
-                decode_body(api, version, body).map(Self::CreatePartitions)
-            }
+            ApiKey::CreatePartitions => decode_body(api, version, body).map(Self::CreatePartitions),
             ApiKey::DescribeConfigs => decode_body(api, version, body).map(Self::DescribeConfigs),
             ApiKey::IncrementalAlterConfigs => {
                 decode_body(api, version, body).map(Self::IncrementalAlterConfigs)
@@ -101,7 +114,8 @@ fn decode_body<R: Decodable + RequestShape>(
     R::decode(&mut body, version).map_err(|e| malformed(e.to_string()))
 }
 
-/// A whole response frame and the response's top-level error code.
+/// A whole response frame and the response's top-level error code. An
+/// empty frame means no response is sent (Produce with `acks=0`).
 #[derive(Debug)]
 pub struct Reply {
     pub frame: Bytes,
@@ -153,6 +167,26 @@ async fn dispatch(
         ServedRequest::DescribeQuorum(req) => {
             let response = describe_quorum::handle(&ctx.controller, req, version).await;
             reply(header, ApiKey::DescribeQuorum, version, &response)
+        }
+        ServedRequest::Produce(req) => match produce::handle(ctx, req, version) {
+            Some(response) => reply(header, ApiKey::Produce, version, &response),
+            // acks=0: Kafka answers nothing at all.
+            None => Ok(Reply {
+                frame: Bytes::new(),
+                error_code: 0,
+            }),
+        },
+        ServedRequest::Fetch(req) => {
+            let response = fetch::handle(ctx, req, version).await;
+            reply(header, ApiKey::Fetch, version, &response)
+        }
+        ServedRequest::ListOffsets(req) => {
+            let response = list_offsets::handle(ctx, req, version);
+            reply(header, ApiKey::ListOffsets, version, &response)
+        }
+        ServedRequest::DeleteRecords(req) => {
+            let response = delete_records::handle(ctx, req, version);
+            reply(header, ApiKey::DeleteRecords, version, &response)
         }
         ServedRequest::CreateTopics(req) => {
             let response = create_topics::handle(ctx, req, version).await;
@@ -214,6 +248,7 @@ top_level_error_code_field!(
     MetadataResponse,
     DescribeClusterResponse,
     DescribeQuorumResponse,
+    FetchResponse,
 );
 
 macro_rules! no_top_level_error_code {
@@ -226,6 +261,8 @@ macro_rules! no_top_level_error_code {
     };
 }
 
+// Errors in these are per partition.
+no_top_level_error_code!(ProduceResponse, ListOffsetsResponse, DeleteRecordsResponse);
 no_top_level_error_code!(
     CreateTopicsResponse,
     DeleteTopicsResponse,
@@ -234,6 +271,31 @@ no_top_level_error_code!(
     IncrementalAlterConfigsResponse,
     AlterConfigsResponse,
 );
+
+/// The Kafka error a partition-level failure is reported as.
+pub fn partition_error_code(error: &PartitionError) -> ResponseError {
+    use crate::storage::batch::BatchError;
+    match error {
+        PartitionError::UnknownTopicOrPartition | PartitionError::Log(LogError::Deleted) => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+        PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        PartitionError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        PartitionError::Log(LogError::Batch(batch)) => match batch {
+            BatchError::Truncated(_) | BatchError::BadLength(_) | BatchError::BadCrc { .. } => {
+                ResponseError::CorruptMessage
+            }
+            BatchError::BadMagic(_) | BatchError::Invalid(_) => ResponseError::InvalidRecord,
+            BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        },
+        PartitionError::Log(LogError::Corrupt(_))
+        | PartitionError::Log(LogError::Io { .. })
+        | PartitionError::Log(LogError::Index(_)) => ResponseError::KafkaStorageError,
+    }
+}
 
 /// The Kafka error a controller failure is reported as. Not-leader-style
 /// failures are retriable, so clients retry until a leader is elected.
@@ -412,6 +474,10 @@ pub(crate) mod tests {
                     ApiKey::Metadata => encoded(&MetadataRequest::default(), version),
                     ApiKey::DescribeCluster => encoded(&DescribeClusterRequest::default(), version),
                     ApiKey::DescribeQuorum => encoded(&describe_quorum::request(), version),
+                    ApiKey::Produce => encoded(&sample_produce(version), version),
+                    ApiKey::Fetch => encoded(&sample_fetch(version), version),
+                    ApiKey::ListOffsets => encoded(&sample_list_offsets(), version),
+                    ApiKey::DeleteRecords => encoded(&sample_delete_records(), version),
                     ApiKey::CreateTopics => encoded(&create_topics::request(), version),
                     ApiKey::DeleteTopics => encoded(&delete_topics::request(version), version),
                     ApiKey::CreatePartitions => encoded(&create_partitions::request(), version),
@@ -428,6 +494,77 @@ pub(crate) mod tests {
                 assert!(decoded.is_ok(), "{api:?} v{version}: {decoded:?}");
             }
         }
+    }
+
+    fn sample_produce(version: i16) -> ProduceRequest {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let batch =
+            crate::storage::batch::tests::batch(2, 0, kafka_protocol::records::Compression::None);
+        let topic = if version >= 13 {
+            TopicProduceData::default().with_topic_id(uuid::Uuid::from_u128(5))
+        } else {
+            TopicProduceData::default()
+                .with_name(kafka_protocol::messages::TopicName(str_bytes("t")))
+        };
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![topic.with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch))),
+                PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(None),
+            ])])
+    }
+
+    fn sample_fetch(version: i16) -> FetchRequest {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+        let topic = if version >= 13 {
+            FetchTopic::default().with_topic_id(uuid::Uuid::from_u128(5))
+        } else {
+            FetchTopic::default().with_topic(kafka_protocol::messages::TopicName(str_bytes("t")))
+        };
+        let partition = |p: i32| {
+            let fp = FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(9);
+            if version >= 9 {
+                fp.with_current_leader_epoch(3)
+            } else {
+                fp
+            }
+        };
+        let request = FetchRequest::default()
+            .with_topics(vec![topic.with_partitions(vec![partition(0), partition(1)])]);
+        if version < 7 {
+            return request;
+        }
+        let forgotten = if version >= 13 {
+            ForgottenTopic::default().with_topic_id(uuid::Uuid::from_u128(6))
+        } else {
+            ForgottenTopic::default()
+                .with_topic(kafka_protocol::messages::TopicName(str_bytes("f")))
+        };
+        request.with_forgotten_topics_data(vec![forgotten.with_partitions(vec![1, 2])])
+    }
+
+    fn sample_list_offsets() -> ListOffsetsRequest {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(kafka_protocol::messages::TopicName(str_bytes("t")))
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-2); 2])])
+    }
+
+    fn sample_delete_records() -> DeleteRecordsRequest {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(kafka_protocol::messages::TopicName(str_bytes("t")))
+            .with_partitions(vec![DeleteRecordsPartition::default().with_offset(5); 3])])
     }
 
     #[test]

@@ -1,0 +1,342 @@
+//! Fetch: stored batch bytes straight from the segment files, without
+//! re-encoding, below each partition's high watermark.
+//!
+//! Long poll: when less than `min_bytes` is ready the request waits, up to
+//! `max_wait_ms`, for any of its partitions' high watermarks to move, and
+//! reads again. Limits follow KIP-74: `max_bytes` for the response and
+//! `partition_max_bytes` per partition, except that the first batch of the
+//! first non-empty partition is returned whole so a consumer never stalls
+//! on a batch larger than its limits.
+//!
+//! Fetch sessions (KIP-227): fjord creates none. Answering a request with
+//! session id 0 tells the client its session was not created, and Kafka's
+//! clients then keep sending full fetches, which this handler serves.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::future::select_all;
+use futures::Future;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{partition_error_code, RequestShape};
+use crate::kafka::array_guard::{Field, Shape};
+use crate::kafka::BrokerContext;
+use crate::metadata::MetadataImage;
+use crate::replication::PartitionError;
+
+impl RequestShape for FetchRequest {
+    /// Fields up to `forgotten_topics_data`, which changed shape often:
+    /// `replica_id` (<v15), `max_wait_ms, min_bytes, max_bytes, isolation_level,
+    /// session_id, session_epoch` (v7+), `topics: [topic | topic_id (v13+),
+    /// partitions: [partition, current_leader_epoch (v9+), fetch_offset,
+    /// last_fetched_epoch (v12+), log_start_offset, partition_max_bytes]]`,
+    /// `forgotten_topics_data: [topic | topic_id, partitions: [i32]]`.
+    fn shape(version: i16) -> Shape {
+        use Field::{Array, Fixed, Str};
+        const F4: Field = Fixed(4);
+        const F8: Field = Fixed(8);
+        const ID: Field = Fixed(16);
+        const INTS: Field = Field::ValueArray(&[F4]);
+        match version {
+            ..=4 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                Array(&[Str, Array(&[F4, F8, F4])]),
+            ],
+            5..=6 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                Array(&[Str, Array(&[F4, F8, F8, F4])]),
+            ],
+            7..=8 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                F4,
+                F4,
+                Array(&[Str, Array(&[F4, F8, F8, F4])]),
+                Array(&[Str, INTS]),
+            ],
+            9..=11 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                F4,
+                F4,
+                Array(&[Str, Array(&[F4, F4, F8, F8, F4])]),
+                Array(&[Str, INTS]),
+            ],
+            12 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                F4,
+                F4,
+                Array(&[Str, Array(&[F4, F4, F8, F4, F8, F4])]),
+                Array(&[Str, INTS]),
+            ],
+            13..=14 => &[
+                F4,
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                F4,
+                F4,
+                Array(&[ID, Array(&[F4, F4, F8, F4, F8, F4])]),
+                Array(&[ID, INTS]),
+            ],
+            _ => &[
+                F4,
+                F4,
+                F4,
+                Fixed(1),
+                F4,
+                F4,
+                Array(&[ID, Array(&[F4, F4, F8, F4, F8, F4])]),
+                Array(&[ID, INTS]),
+            ],
+        }
+    }
+}
+
+/// KIP-227's epoch for a request that wants no session.
+const FINAL_EPOCH: i32 = -1;
+
+pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) -> FetchResponse {
+    if let Some(code) = session_error(&request) {
+        return FetchResponse::default()
+            .with_error_code(code.code())
+            .with_session_id(0);
+    }
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes > 0 {
+        request.max_bytes as usize
+    } else {
+        i32::MAX as usize
+    };
+    let read_committed = request.isolation_level == 1;
+    let image = ctx.image.borrow().clone();
+    // Subscribed before the first read, so an append between the read and
+    // the wait is not missed.
+    let mut watches = subscribe(ctx, &image, &request.topics, version);
+    loop {
+        let (responses, bytes, errors) = read_all(
+            ctx,
+            &image,
+            &request.topics,
+            version,
+            max_bytes,
+            read_committed,
+        );
+        let now = Instant::now();
+        if bytes >= min_bytes || errors || now >= deadline || watches.is_empty() {
+            metrics::counter!("fjord_fetch_bytes_total").increment(bytes as u64);
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+        wait_for_any(&mut watches, deadline).await;
+    }
+}
+
+/// Session handling for a broker that creates no sessions.
+fn session_error(request: &FetchRequest) -> Option<ResponseError> {
+    match (request.session_id, request.session_epoch) {
+        // Sessionless, or asking to create one: served as a full fetch.
+        (0, FINAL_EPOCH | 0) => None,
+        // An incremental fetch in a session we never created.
+        (0, _) => Some(ResponseError::InvalidFetchSessionEpoch),
+        (_, _) => Some(ResponseError::FetchSessionIdNotFound),
+    }
+}
+
+fn topic_of<'a>(
+    image: &'a MetadataImage,
+    topic: &FetchTopic,
+    version: i16,
+) -> Option<&'a crate::metadata::image::TopicImage> {
+    if version >= 13 {
+        image.topics.by_id.get(&topic.topic_id)
+    } else {
+        image.topics.get(topic.topic.as_str())
+    }
+}
+
+fn subscribe(
+    ctx: &BrokerContext,
+    image: &MetadataImage,
+    topics: &[FetchTopic],
+    version: i16,
+) -> Vec<watch::Receiver<i64>> {
+    let mut watches = Vec::new();
+    for topic in topics {
+        let Some(t) = topic_of(image, topic, version) else {
+            continue;
+        };
+        for p in &topic.partitions {
+            if let Some(partition) = ctx.replicas.partition(t.topic_id, p.partition) {
+                let mut rx = partition.log.subscribe();
+                rx.borrow_and_update();
+                watches.push(rx);
+            }
+        }
+    }
+    watches
+}
+
+/// Waits until any partition's high watermark moves, or the deadline. A
+/// partition deleted meanwhile stops being waited on.
+async fn wait_for_any(watches: &mut Vec<watch::Receiver<i64>>, deadline: Instant) {
+    let closed = {
+        let changes: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = watches
+            .iter_mut()
+            .map(|rx| Box::pin(rx.changed()) as Pin<Box<dyn Future<Output = _> + Send>>)
+            .collect();
+        match tokio::time::timeout_at(deadline, select_all(changes)).await {
+            Ok((Err(_), index, _)) => Some(index),
+            _ => None,
+        }
+    };
+    if let Some(index) = closed {
+        watches.swap_remove(index);
+    }
+}
+
+/// One pass over every requested partition: the responses, the bytes they
+/// carry, and whether any partition failed (which answers at once).
+fn read_all(
+    ctx: &BrokerContext,
+    image: &MetadataImage,
+    topics: &[FetchTopic],
+    version: i16,
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let found = topic_of(image, topic, version);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let data = match found {
+                None => {
+                    let code = if version >= 13 {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    error_partition(p.partition, code)
+                }
+                Some(t) => {
+                    let room = max_bytes.saturating_sub(total);
+                    let data = read_partition(ctx, t.topic_id, p, room, total == 0, read_committed);
+                    total += data.records.as_ref().map_or(0, |r| r.len());
+                    if data.error_code != 0 {
+                        let leader = t.partitions.get(&p.partition);
+                        if let Some(r) = leader {
+                            errors = true;
+                            partitions.push(
+                                data.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(r.leader))
+                                        .with_leader_epoch(r.leader_epoch),
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                    data
+                }
+            };
+            errors |= data.error_code != 0;
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total, errors)
+}
+
+fn read_partition(
+    ctx: &BrokerContext,
+    topic_id: Uuid,
+    p: &FetchPartition,
+    room: usize,
+    first: bool,
+    read_committed: bool,
+) -> PartitionData {
+    let max = room.min(p.partition_max_bytes.max(0) as usize);
+    match ctx.replicas.read(
+        topic_id,
+        p.partition,
+        p.fetch_offset,
+        max,
+        p.current_leader_epoch,
+        first,
+    ) {
+        Ok(info) => PartitionData::default()
+            .with_partition_index(p.partition)
+            .with_high_watermark(info.high_watermark)
+            // No transactions yet: everything committed is stable.
+            .with_last_stable_offset(info.high_watermark)
+            .with_log_start_offset(info.log_start_offset)
+            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(info.records)),
+        Err(e) => {
+            let mut data = error_partition(p.partition, partition_error_code(&e));
+            if let PartitionError::Log(crate::storage::LogError::OffsetOutOfRange {
+                log_start_offset,
+                ..
+            }) = &e
+            {
+                if let Some(partition) = ctx.replicas.partition(topic_id, p.partition) {
+                    data = data
+                        .with_high_watermark(partition.log.high_watermark())
+                        .with_log_start_offset(*log_start_offset);
+                }
+            }
+            data
+        }
+    }
+}
+
+fn error_partition(partition: i32, code: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(None)
+}

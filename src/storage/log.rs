@@ -1,0 +1,1389 @@
+//! One partition's log: segment files of record batches, named by base
+//! offset as Kafka names them, with their entries in the node's RocksDB
+//! [`Index`].
+//!
+//! Durability: a batch is written to its segment (the OS page cache) before
+//! its append returns, so a killed process loses nothing it acknowledged.
+//! Data reaches the disk itself when the flush policy says so
+//! (`flush.messages`, `flush.ms`; Kafka's defaults leave it to the OS, and
+//! replication covers machine loss), when a segment rolls, and on clean
+//! shutdown. The recovery point is the offset below which everything is
+//! flushed and indexed; start-up re-reads the segments from the one holding
+//! it, checks every batch's CRC, cuts a torn tail, and rewrites their index
+//! entries, so the segment files are always the truth.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+use super::index::{BatchEntry, Checkpoint, Index, IndexWrite, PartitionKey};
+use super::log_config::{LogConfig, TimestampType};
+
+/// Kafka's file beside the segments naming the topic id (KIP-516), so a
+/// directory left from a deleted topic is never taken for a new one of the
+/// same name.
+pub const PARTITION_METADATA: &str = "partition.metadata";
+const SEGMENT_SUFFIX: &str = ".log";
+/// Largest batch accepted while reading a segment back; anything larger is
+/// a torn or corrupt length.
+const MAX_STORED_BATCH: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(
+        "offset {offset} is out of range (log start {log_start_offset}, log end {log_end_offset})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("partition index: {0}")]
+    Index(#[from] rocksdb::Error),
+    #[error("the partition was deleted")]
+    Deleted,
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a produced batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped on LogAppendTime batches, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub record_count: i64,
+    pub bytes: usize,
+}
+
+/// Stored batches as read, and the offsets a fetch answer reports.
+#[derive(Debug, Clone, Default)]
+pub struct ReadInfo {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// Consumers see only what is committed.
+    HighWatermark,
+    /// Followers (next issue) read everything.
+    LogEnd,
+}
+
+struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes written.
+    size: u64,
+    /// When the segment started, for `segment.ms`.
+    created_ms: i64,
+    /// The partition's running max timestamp at the segment's end (retention).
+    max_timestamp: i64,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    high_watermark: i64,
+    recovery_point: i64,
+    running_max_timestamp: i64,
+    /// Base offset of the batch that holds `running_max_timestamp`.
+    max_timestamp_batch: i64,
+    unflushed_messages: u64,
+    oldest_unflushed: Option<Instant>,
+    deleted: bool,
+}
+
+impl LogState {
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            log_start_offset: self.log_start_offset,
+            recovery_point: self.recovery_point,
+            high_watermark: self.high_watermark,
+        }
+    }
+}
+
+pub struct PartitionLog {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    dir: PathBuf,
+    pk: PartitionKey,
+    index: Arc<Index>,
+    config: RwLock<LogConfig>,
+    state: Mutex<LogState>,
+    /// The high watermark, for fetches waiting for more data.
+    high_watermark_tx: watch::Sender<i64>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}{SEGMENT_SUFFIX}"))
+}
+
+fn open_segment_file(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error(path))
+}
+
+/// Writes `partition.metadata` (Kafka's format) naming the topic id.
+pub fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> Result<(), LogError> {
+    let path = dir.join(PARTITION_METADATA);
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    let topic = kafka_uuid(topic_id);
+    fs::write(&tmp, format!("version: 0\ntopic_id: {topic}\n")).map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_error(&path))
+}
+
+/// Reads the topic id from `partition.metadata`, if the file is there and sane.
+pub fn read_partition_metadata(dir: &Path) -> Option<Uuid> {
+    let text = fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))?
+        .trim();
+    parse_kafka_uuid(id)
+}
+
+/// Kafka prints topic ids as url-safe base64 without padding.
+pub fn kafka_uuid(id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn parse_kafka_uuid(s: &str) -> Option<Uuid> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering it from its last
+    /// checkpoint: see the module docs.
+    pub fn open(
+        dir: PathBuf,
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        index: Arc<Index>,
+        config: LogConfig,
+    ) -> Result<PartitionLog, LogError> {
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if read_partition_metadata(&dir) != Some(topic_id) {
+            write_partition_metadata(&dir, topic_id)?;
+        }
+        let pk = PartitionKey::new(topic_id, partition);
+        let checkpoint = index.checkpoint(&pk)?.unwrap_or_default();
+        let mut state = recover(&dir, &pk, &index, checkpoint)?;
+        state.high_watermark = checkpoint
+            .high_watermark
+            .clamp(state.log_start_offset, state.log_end_offset);
+        let (high_watermark_tx, _) = watch::channel(state.high_watermark);
+        let log = PartitionLog {
+            topic,
+            topic_id,
+            partition,
+            dir,
+            pk,
+            index,
+            config: RwLock::new(config),
+            state: Mutex::new(state),
+            high_watermark_tx,
+        };
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        if let Ok(mut c) = self.config.write() {
+            *c = config;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding the lock leaves offsets consistent (they
+        // move only after the write and the index succeed), so go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().log_end_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.lock().high_watermark
+    }
+
+    /// Size of all segments in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Woken whenever the high watermark moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark_tx.subscribe()
+    }
+
+    /// Moves the high watermark (never past the log end, never back).
+    pub fn set_high_watermark(&self, high_watermark: i64) {
+        let mut st = self.lock();
+        let hw = high_watermark.min(st.log_end_offset);
+        if hw > st.high_watermark {
+            st.high_watermark = hw;
+            drop(st);
+            self.high_watermark_tx.send_replace(hw);
+        }
+    }
+
+    /// Validates a produced `records` field and appends it as the leader:
+    /// each batch gets the next offsets and `leader_epoch`, and on
+    /// LogAppendTime topics the broker's time.
+    pub fn append_as_leader(
+        &self,
+        mut records: Vec<u8>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let max = usize::try_from(config.max_message_bytes).unwrap_or(0);
+        let headers = batch::validate_produced(&records, max)?;
+        let now = now_ms();
+        let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
+
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(LogError::Deleted);
+        }
+        self.maybe_roll(&mut st, &config, records.len() as u64, now)?;
+        let base_offset = st.log_end_offset;
+        let mut offset = base_offset;
+        let mut pos = 0;
+        let mut record_count = 0;
+        let segment_base;
+        let start_position;
+        {
+            let active = st.active();
+            segment_base = active.base_offset;
+            start_position = active.size;
+        }
+        let mut entries = Vec::with_capacity(headers.len());
+        for header in &headers {
+            let size = header.size();
+            let bytes = &mut records[pos..pos + size];
+            batch::assign_offset_and_epoch(bytes, offset, leader_epoch);
+            let max_timestamp = if log_append_time {
+                batch::stamp_log_append_time(bytes, now);
+                now
+            } else {
+                header.max_timestamp
+            };
+            entries.push(BatchEntry {
+                base_offset: offset,
+                last_offset: offset + header.offset_count() - 1,
+                segment: segment_base,
+                position: start_position + pos as u64,
+                size: size as u32,
+                max_timestamp,
+                running_max_timestamp: 0,
+            });
+            offset += header.offset_count();
+            record_count += i64::from(header.record_count);
+            pos += size;
+        }
+        self.write_batches(&mut st, &records, &mut entries)?;
+        st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
+        st.oldest_unflushed.get_or_insert_with(Instant::now);
+        if st.unflushed_messages >= config.flush_messages {
+            self.flush_locked(&mut st)?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: offset - 1,
+            log_append_time: if log_append_time { now } else { -1 },
+            log_start_offset: st.log_start_offset,
+            record_count,
+            bytes: records.len(),
+        })
+    }
+
+    /// Writes already-offset batches to the active segment and indexes them.
+    fn write_batches(
+        &self,
+        st: &mut LogState,
+        records: &[u8],
+        entries: &mut [BatchEntry],
+    ) -> Result<(), LogError> {
+        let mut write = IndexWrite::default();
+        let mut running = st.running_max_timestamp;
+        let mut running_batch = st.max_timestamp_batch;
+        for entry in entries.iter_mut() {
+            if entry.max_timestamp > running {
+                running = entry.max_timestamp;
+                running_batch = entry.base_offset;
+                write.put_time(&self.pk, running, entry.base_offset);
+            }
+            entry.running_max_timestamp = running;
+            write.put_batch(&self.pk, entry);
+        }
+        let active = st.active();
+        let position = active.size;
+        if let Err(source) = active.file.write_all_at(records, position) {
+            // Leave no partial batch behind for a later append to follow.
+            let _ = active.file.set_len(position);
+            return Err(LogError::Io {
+                path: active.path.clone(),
+                source,
+            });
+        }
+        if let Err(e) = self.index.write(write) {
+            let _ = active.file.set_len(position);
+            return Err(e.into());
+        }
+        active.size += records.len() as u64;
+        active.max_timestamp = running;
+        if let Some(last) = entries.last() {
+            st.log_end_offset = last.last_offset + 1;
+        }
+        st.running_max_timestamp = running;
+        st.max_timestamp_batch = running_batch;
+        Ok(())
+    }
+
+    /// Starts a new segment when the active one is full or old enough.
+    fn maybe_roll(
+        &self,
+        st: &mut LogState,
+        config: &LogConfig,
+        incoming: u64,
+        now: i64,
+    ) -> Result<(), LogError> {
+        let leo = st.log_end_offset;
+        let active = st.active();
+        let full = active.size > 0 && active.size + incoming > config.segment_bytes;
+        let old = active.size > 0 && now - active.created_ms >= config.segment_ms as i64;
+        if !(full || old) || active.base_offset == leo {
+            return Ok(());
+        }
+        // The finished segment goes to disk now, so that recovery never has
+        // to read it again.
+        active.file.sync_data().map_err(io_error(&active.path))?;
+        let max_timestamp = active.max_timestamp;
+        let path = segment_path(&self.dir, leo);
+        let file = open_segment_file(&path)?;
+        sync_dir(&self.dir)?;
+        st.segments.insert(
+            leo,
+            Segment {
+                base_offset: leo,
+                path,
+                file: Arc::new(file),
+                size: 0,
+                created_ms: now,
+                max_timestamp,
+            },
+        );
+        st.recovery_point = leo;
+        st.unflushed_messages = 0;
+        st.oldest_unflushed = None;
+        self.write_checkpoint(st)?;
+        metrics::counter!("fjord_log_segments_rolled_total").increment(1);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` on: at most `max_bytes` unless the
+    /// first batch alone is larger and `min_one` is set (KIP-74), and never
+    /// past one segment or the limit.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+        min_one: bool,
+    ) -> Result<ReadInfo, LogError> {
+        let (log_start_offset, log_end_offset, high_watermark) = {
+            let st = self.lock();
+            if st.deleted {
+                return Err(LogError::Deleted);
+            }
+            (st.log_start_offset, st.log_end_offset, st.high_watermark)
+        };
+        let mut info = ReadInfo {
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+        };
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        let upper = match limit {
+            ReadLimit::HighWatermark => high_watermark,
+            ReadLimit::LogEnd => log_end_offset,
+        };
+        let mut first: Option<BatchEntry> = None;
+        let mut end_position = 0;
+        self.index.batches_from(&self.pk, offset, |e| {
+            if e.last_offset >= upper {
+                return false;
+            }
+            match first {
+                None => {
+                    if e.size as usize > max_bytes && !min_one {
+                        return false;
+                    }
+                    first = Some(*e);
+                    end_position = e.end_position();
+                    true
+                }
+                Some(f) => {
+                    let total = e.end_position().saturating_sub(f.position) as usize;
+                    if e.segment != f.segment || e.position != end_position || total > max_bytes {
+                        return false;
+                    }
+                    end_position = e.end_position();
+                    true
+                }
+            }
+        })?;
+        let Some(first) = first else {
+            return Ok(info);
+        };
+        let file = {
+            let st = self.lock();
+            match st.segments.get(&first.segment) {
+                Some(s) => s.file.clone(),
+                // Retention removed it after the lookup: the offset is gone.
+                None => {
+                    return Err(LogError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: st.log_start_offset,
+                        log_end_offset: st.log_end_offset,
+                    })
+                }
+            }
+        };
+        let len = (end_position - first.position) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, first.position)
+            .map_err(io_error(&segment_path(&self.dir, first.segment)))?;
+        info.records = Bytes::from(buf);
+        Ok(info)
+    }
+
+    /// The stored batch holding `offset`, if any.
+    fn read_batch(&self, offset: i64) -> Result<Option<Bytes>, LogError> {
+        let info = self.read(offset, 1, ReadLimit::LogEnd, true);
+        match info {
+            Ok(info) if !info.records.is_empty() => Ok(Some(info.records)),
+            Ok(_) | Err(LogError::OffsetOutOfRange { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first offset whose record
+    /// timestamp is at or after `timestamp`, with that timestamp. Only
+    /// committed records (below the high watermark) count.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let (start, hw) = {
+            let st = self.lock();
+            (st.log_start_offset, st.high_watermark)
+        };
+        let Some((_, batch_offset)) = self.index.time_at_or_after(&self.pk, timestamp)? else {
+            return Ok(None);
+        };
+        let from = batch_offset.max(start);
+        let mut found = None;
+        // Batches before the one named never reach `timestamp` (the time
+        // index only grows), so the answer is in it or, when the log start
+        // cut into it, in a later batch.
+        let mut at = from;
+        while found.is_none() && at < hw {
+            let Some(bytes) = self.read_batch(at)? else {
+                break;
+            };
+            let mut buf = bytes;
+            let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| LogError::Corrupt(format!("batch at offset {at}: {e}")))?;
+            let mut next = at + 1;
+            for record in &decoded.records {
+                next = next.max(record.offset + 1);
+                if record.offset >= from && record.offset < hw && record.timestamp >= timestamp {
+                    found = Some((record.offset, record.timestamp));
+                    break;
+                }
+            }
+            at = next;
+        }
+        Ok(found)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the offset of the record with
+    /// the largest timestamp, with it.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let (batch_offset, max_timestamp, hw) = {
+            let st = self.lock();
+            (
+                st.max_timestamp_batch,
+                st.running_max_timestamp,
+                st.high_watermark,
+            )
+        };
+        if batch_offset < 0 || batch_offset >= hw {
+            return Ok(None);
+        }
+        let Some(mut bytes) = self.read_batch(batch_offset)? else {
+            return Ok(None);
+        };
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+            .map_err(|e| LogError::Corrupt(format!("batch at offset {batch_offset}: {e}")))?;
+        Ok(decoded
+            .records
+            .iter()
+            .find(|r| r.timestamp == max_timestamp)
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// Kafka's DeleteRecords: records below `offset` are no longer served.
+    /// Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(LogError::Deleted);
+        }
+        if offset > st.high_watermark || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.high_watermark,
+            });
+        }
+        if offset > st.log_start_offset {
+            st.log_start_offset = offset;
+            self.delete_segments_below(&mut st, |_, next_base, _| next_base <= offset)?;
+            self.write_checkpoint(&st)?;
+        }
+        Ok(st.log_start_offset)
+    }
+
+    /// Deletes old segments by `retention.ms` and `retention.bytes`; returns
+    /// how many went.
+    pub fn apply_retention(&self, now: i64) -> Result<usize, LogError> {
+        let config = self.config();
+        if !config.delete_retention {
+            return Ok(0);
+        }
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(0);
+        }
+        let mut excess = if config.retention_bytes >= 0 {
+            st.segments.values().map(|s| s.size as i64).sum::<i64>() - config.retention_bytes
+        } else {
+            0
+        };
+        let hw = st.high_watermark;
+        let deleted = self.delete_segments_below(&mut st, |segment, next_base, _| {
+            // Only what every consumer could have read goes.
+            if next_base > hw {
+                return false;
+            }
+            let by_time =
+                config.retention_ms >= 0 && now - segment.max_timestamp > config.retention_ms;
+            let by_size = excess > 0 && excess >= segment.size as i64;
+            if by_size || by_time {
+                excess -= segment.size as i64;
+                return true;
+            }
+            false
+        })?;
+        if deleted > 0 {
+            self.write_checkpoint(&st)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes segments from the oldest while `doomed(segment, next_base)`
+    /// holds, never the active one, moving the log start past them.
+    fn delete_segments_below(
+        &self,
+        st: &mut LogState,
+        mut doomed: impl FnMut(&Segment, i64, i64) -> bool,
+    ) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        loop {
+            let mut bases = st.segments.keys();
+            let (Some(&base), Some(&next_base)) = (bases.next(), bases.next()) else {
+                break;
+            };
+            let segment = &st.segments[&base];
+            if !doomed(segment, next_base, base) {
+                break;
+            }
+            let Some(segment) = st.segments.remove(&base) else {
+                break;
+            };
+            let mut write = IndexWrite::default();
+            write.delete_offsets(&self.pk, base, next_base);
+            write.delete_times_through(&self.pk, i64::MIN, segment.max_timestamp);
+            self.index.write(write)?;
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            st.log_start_offset = st.log_start_offset.max(next_base);
+            st.recovery_point = st.recovery_point.max(next_base);
+            deleted += 1;
+            metrics::counter!("fjord_log_segments_deleted_total").increment(1);
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything appended to disk and moves the recovery point.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(());
+        }
+        self.flush_locked(&mut st)
+    }
+
+    /// Flushes if data has waited longer than `flush.ms`.
+    pub fn flush_if_due(&self) -> Result<(), LogError> {
+        let Some(flush_ms) = self.config().flush_ms else {
+            return Ok(());
+        };
+        let mut st = self.lock();
+        let due = st
+            .oldest_unflushed
+            .is_some_and(|t| t.elapsed().as_millis() as u64 >= flush_ms);
+        if due && !st.deleted {
+            self.flush_locked(&mut st)?;
+        }
+        Ok(())
+    }
+
+    fn flush_locked(&self, st: &mut LogState) -> Result<(), LogError> {
+        let start = Instant::now();
+        let recovery_point = st.recovery_point;
+        let bases: Vec<i64> = st.segments.keys().copied().collect();
+        for (i, segment) in st.segments.values().enumerate() {
+            // Segments wholly below the recovery point were flushed already.
+            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            if segment.size > 0 && next_base > recovery_point {
+                segment.file.sync_data().map_err(io_error(&segment.path))?;
+            }
+        }
+        st.recovery_point = st.log_end_offset;
+        st.unflushed_messages = 0;
+        st.oldest_unflushed = None;
+        self.write_checkpoint(st)?;
+        metrics::histogram!("fjord_log_flush_seconds").record(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Saves the log start, recovery point and high watermark.
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        let st = self.lock();
+        if st.deleted {
+            return Ok(());
+        }
+        self.write_checkpoint(&st)
+    }
+
+    fn write_checkpoint(&self, st: &LogState) -> Result<(), LogError> {
+        let mut write = IndexWrite::default();
+        write.put_checkpoint(&self.pk, &st.checkpoint());
+        self.index.write(write)?;
+        Ok(())
+    }
+
+    /// Removes the partition: its directory and its index entries. Appends
+    /// and reads after this fail with [`LogError::Deleted`].
+    pub fn delete(&self) -> Result<(), LogError> {
+        let mut st = self.lock();
+        st.deleted = true;
+        st.segments.clear();
+        let mut write = IndexWrite::default();
+        write.delete_partition(&self.pk);
+        self.index.write(write)?;
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LogError::Io {
+                path: self.dir.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Lists segment files by base offset.
+fn list_segments(dir: &Path) -> Result<BTreeMap<i64, PathBuf>, LogError> {
+    let mut segments = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        if let Ok(base) = stem.parse::<i64>() {
+            segments.insert(base, entry.path());
+        }
+    }
+    Ok(segments)
+}
+
+/// Rebuilds the in-memory state from the segment files and the index; see
+/// the module docs.
+fn recover(
+    dir: &Path,
+    pk: &PartitionKey,
+    index: &Index,
+    checkpoint: Checkpoint,
+) -> Result<LogState, LogError> {
+    let files = list_segments(dir)?;
+    let now = now_ms();
+    let mut state = LogState {
+        segments: BTreeMap::new(),
+        log_start_offset: checkpoint.log_start_offset.max(0),
+        log_end_offset: 0,
+        high_watermark: 0,
+        recovery_point: checkpoint.recovery_point,
+        running_max_timestamp: i64::MIN,
+        max_timestamp_batch: -1,
+        unflushed_messages: 0,
+        oldest_unflushed: None,
+        deleted: false,
+    };
+    if files.is_empty() {
+        let base = state.log_start_offset;
+        let path = segment_path(dir, base);
+        let file = open_segment_file(&path)?;
+        state.segments.insert(
+            base,
+            Segment {
+                base_offset: base,
+                path,
+                file: Arc::new(file),
+                size: 0,
+                created_ms: now,
+                max_timestamp: i64::MIN,
+            },
+        );
+        state.log_end_offset = base;
+        state.recovery_point = base;
+        let mut write = IndexWrite::default();
+        write.delete_partition(pk);
+        write.put_checkpoint(pk, &state.checkpoint());
+        index.write(write)?;
+        return Ok(state);
+    }
+    let bases: Vec<i64> = files.keys().copied().collect();
+    // The segment holding the recovery point, and everything after it, is
+    // scanned; earlier ones are trusted if their index entries reach their
+    // end.
+    let scan_from = bases
+        .iter()
+        .rev()
+        .find(|b| **b <= checkpoint.recovery_point)
+        .copied()
+        .unwrap_or(bases[0]);
+    let mut scanning = false;
+    let mut next_offset = bases[0];
+    for (i, base) in bases.iter().copied().enumerate() {
+        let path = files[&base].clone();
+        let file = open_segment_file(&path)?;
+        let size = file.metadata().map_err(io_error(&path))?.len();
+        let next_base = bases.get(i + 1).copied();
+        if !scanning && base < scan_from {
+            let last = index.batch_before(pk, next_base.unwrap_or(i64::MAX))?;
+            let trusted = last.filter(|e| e.segment == base && e.end_position() == size);
+            if let Some(last) = trusted {
+                let first = index.batch_at_or_after(pk, base)?;
+                state.segments.insert(
+                    base,
+                    Segment {
+                        base_offset: base,
+                        path,
+                        file: Arc::new(file),
+                        size,
+                        created_ms: first.map_or(now, |f| f.max_timestamp.min(now)),
+                        max_timestamp: last.running_max_timestamp,
+                    },
+                );
+                next_offset = last.last_offset + 1;
+                state.running_max_timestamp = last.running_max_timestamp;
+                continue;
+            }
+            tracing::warn!(segment = %path.display(), "index entries missing; rebuilding from the segment");
+        }
+        scanning = true;
+        // Entries from here on are rewritten from the file.
+        let running_before = index
+            .batch_before(pk, base)?
+            .map_or(i64::MIN, |e| e.running_max_timestamp);
+        let mut write = IndexWrite::default();
+        write.delete_offsets(pk, base, i64::MAX);
+        write.delete_times_from(pk, running_before.saturating_add(1));
+        index.write(write)?;
+        state.running_max_timestamp = running_before;
+        let scan = scan_segment(&path, &file, base, pk, index, running_before)?;
+        if scan.valid_bytes < size {
+            tracing::warn!(
+                segment = %path.display(),
+                kept = scan.valid_bytes,
+                dropped = size - scan.valid_bytes,
+                reason = %scan.stop_reason,
+                "truncating a torn or corrupt tail"
+            );
+            file.set_len(scan.valid_bytes).map_err(io_error(&path))?;
+            metrics::counter!("fjord_log_recovery_truncations_total").increment(1);
+        }
+        let first_ts = scan.first_timestamp;
+        state.running_max_timestamp = scan.running_max_timestamp;
+        if scan.max_timestamp_batch >= 0 {
+            state.max_timestamp_batch = scan.max_timestamp_batch;
+        }
+        state.segments.insert(
+            base,
+            Segment {
+                base_offset: base,
+                path,
+                file: Arc::new(file),
+                size: scan.valid_bytes,
+                created_ms: first_ts.map_or(now, |t| t.min(now)),
+                max_timestamp: scan.running_max_timestamp,
+            },
+        );
+        next_offset = scan.next_offset.max(base);
+        let torn = scan.valid_bytes < size;
+        if torn {
+            // Nothing after a torn batch can be trusted to follow on.
+            for later in bases.iter().skip(i + 1) {
+                let p = &files[later];
+                tracing::warn!(segment = %p.display(), "removing a segment after a torn tail");
+                fs::remove_file(p).map_err(io_error(p))?;
+            }
+            break;
+        }
+    }
+    // Only index entries and times of batches that exist remain.
+    let mut write = IndexWrite::default();
+    write.delete_offsets(pk, next_offset, i64::MAX);
+    write.delete_times_from(pk, state.running_max_timestamp.saturating_add(1));
+    index.write(write)?;
+    if state.max_timestamp_batch < 0 && state.running_max_timestamp > i64::MIN {
+        state.max_timestamp_batch = index
+            .time_at_or_after(pk, state.running_max_timestamp)?
+            .map_or(-1, |(_, offset)| offset);
+    }
+    state.log_end_offset = next_offset;
+    let first_base = state.segments.keys().next().copied().unwrap_or(0);
+    state.log_start_offset = state.log_start_offset.max(first_base).min(next_offset);
+    // What was just read back and indexed is made durable, so the next
+    // start-up does not read it again.
+    for segment in state.segments.values() {
+        if segment.base_offset >= scan_from {
+            segment.file.sync_data().map_err(io_error(&segment.path))?;
+        }
+    }
+    state.recovery_point = next_offset;
+    let mut write = IndexWrite::default();
+    write.put_checkpoint(pk, &state.checkpoint());
+    index.write(write)?;
+    Ok(state)
+}
+
+struct Scan {
+    valid_bytes: u64,
+    next_offset: i64,
+    running_max_timestamp: i64,
+    max_timestamp_batch: i64,
+    first_timestamp: Option<i64>,
+    stop_reason: String,
+}
+
+/// Reads a segment batch by batch, checking each CRC and that offsets
+/// follow on, and indexes what is valid. Stops at the first bad batch.
+fn scan_segment(
+    path: &Path,
+    file: &File,
+    base: i64,
+    pk: &PartitionKey,
+    index: &Index,
+    running_before: i64,
+) -> Result<Scan, LogError> {
+    let mut reader = BufReader::with_capacity(1 << 20, file.try_clone().map_err(io_error(path))?);
+    let mut scan = Scan {
+        valid_bytes: 0,
+        next_offset: base,
+        running_max_timestamp: running_before,
+        max_timestamp_batch: -1,
+        first_timestamp: None,
+        stop_reason: String::new(),
+    };
+    let mut write = IndexWrite::default();
+    let mut pending = 0;
+    let mut buf = Vec::new();
+    loop {
+        let mut head = [0u8; LOG_OVERHEAD];
+        match read_full(&mut reader, &mut head).map_err(io_error(path))? {
+            0 => break,
+            n if n < LOG_OVERHEAD => {
+                scan.stop_reason = format!("{n} bytes of a batch header");
+                break;
+            }
+            _ => {}
+        }
+        let length = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        let size = LOG_OVERHEAD as i64 + i64::from(length);
+        if length < (HEADER_BYTES - LOG_OVERHEAD) as i32 || size as usize > MAX_STORED_BATCH {
+            scan.stop_reason = format!("impossible batch length {length}");
+            break;
+        }
+        buf.clear();
+        buf.extend_from_slice(&head);
+        buf.resize(size as usize, 0);
+        let got = read_full(&mut reader, &mut buf[LOG_OVERHEAD..]).map_err(io_error(path))?;
+        if got < length as usize {
+            scan.stop_reason = format!("batch of {size} bytes cut at {}", LOG_OVERHEAD + got);
+            break;
+        }
+        let header: BatchHeader = match batch::check_batch(&buf) {
+            Ok(h) => h,
+            Err(e) => {
+                scan.stop_reason = e.to_string();
+                break;
+            }
+        };
+        if header.base_offset != scan.next_offset {
+            scan.stop_reason = format!(
+                "batch at offset {} where {} was expected",
+                header.base_offset, scan.next_offset
+            );
+            break;
+        }
+        let max_timestamp = header.max_timestamp;
+        scan.first_timestamp.get_or_insert(max_timestamp);
+        if max_timestamp > scan.running_max_timestamp {
+            scan.running_max_timestamp = max_timestamp;
+            scan.max_timestamp_batch = header.base_offset;
+            write.put_time(pk, max_timestamp, header.base_offset);
+        }
+        write.put_batch(
+            pk,
+            &BatchEntry {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                segment: base,
+                position: scan.valid_bytes,
+                size: size as u32,
+                max_timestamp,
+                running_max_timestamp: scan.running_max_timestamp,
+            },
+        );
+        pending += 1;
+        if pending >= 4096 {
+            index.write(std::mem::take(&mut write))?;
+            pending = 0;
+        }
+        scan.valid_bytes += size as u64;
+        scan.next_offset = header.last_offset() + 1;
+    }
+    if !write.is_empty() {
+        index.write(write)?;
+    }
+    Ok(scan)
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::tests::batch;
+    use kafka_protocol::records::Compression;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        index: Arc<Index>,
+        topic_id: Uuid,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+            Fixture {
+                dir,
+                index,
+                topic_id: Uuid::from_u128(7),
+            }
+        }
+
+        fn open(&self, config: LogConfig) -> PartitionLog {
+            PartitionLog::open(
+                self.dir.path().join("t-0"),
+                "t".into(),
+                self.topic_id,
+                0,
+                self.index.clone(),
+                config,
+            )
+            .unwrap()
+        }
+
+        fn segment_files(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(self.dir.path().join("t-0"))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1000,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Appends `n` batches of 3 records with timestamps 1000, 2000, ...
+    fn append(log: &PartitionLog, n: usize) -> Vec<AppendInfo> {
+        (0..n)
+            .map(|i| {
+                let info = log
+                    .append_as_leader(batch(3, 1000 * (i as i64 + 1), Compression::None), 4)
+                    .unwrap();
+                log.set_high_watermark(info.last_offset + 1);
+                info
+            })
+            .collect()
+    }
+
+    fn offsets_read(log: &PartitionLog, from: i64) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        let mut at = from;
+        loop {
+            let info = log
+                .read(at, 1 << 20, ReadLimit::HighWatermark, true)
+                .unwrap();
+            if info.records.is_empty() {
+                return offsets;
+            }
+            let mut bytes = info.records.clone();
+            for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap()
+            {
+                for r in set.records {
+                    if r.offset >= at {
+                        offsets.push(r.offset);
+                    }
+                }
+            }
+            at = *offsets.last().unwrap() + 1;
+        }
+    }
+
+    #[test]
+    fn offsets_are_assigned_and_segments_roll_by_size() {
+        let f = Fixture::new();
+        let log = f.open(small_segments());
+        let infos = append(&log, 10);
+        let bases: Vec<i64> = infos.iter().map(|i| i.base_offset).collect();
+        assert_eq!(bases, (0..10).map(|i| i * 3).collect::<Vec<_>>());
+        assert_eq!(log.log_end_offset(), 30);
+        // Each batch is ~ 400 bytes: two fit in a 1000-byte segment.
+        assert_eq!(log.segment_count(), 5);
+        assert_eq!(f.segment_files()[1], "00000000000000000006.log");
+        assert_eq!(offsets_read(&log, 0), (0..30).collect::<Vec<_>>());
+        // A read from the middle of a batch starts at that batch.
+        let info = log
+            .read(7, 1 << 20, ReadLimit::HighWatermark, true)
+            .unwrap();
+        let h = BatchHeader::parse(&info.records).unwrap();
+        assert_eq!(h.base_offset, 6);
+        // Reads never cross a segment: two batches at most here.
+        assert_eq!(
+            batch::validate_produced(&info.records, 1 << 20)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn reads_respect_the_high_watermark_limits_and_range() {
+        let f = Fixture::new();
+        let log = f.open(LogConfig::default());
+        append(&log, 3);
+        log.append_as_leader(batch(3, 9, Compression::None), 4)
+            .unwrap();
+        assert_eq!((log.log_end_offset(), log.high_watermark()), (12, 9));
+        assert_eq!(
+            offsets_read(&log, 0).len(),
+            9,
+            "the uncommitted batch is not served"
+        );
+        let info = log.read(9, 1 << 20, ReadLimit::LogEnd, true).unwrap();
+        assert!(!info.records.is_empty());
+        // max_bytes smaller than a batch: nothing, unless it is the first.
+        let one = log.read(0, 10, ReadLimit::HighWatermark, true).unwrap();
+        assert_eq!(
+            batch::validate_produced(&one.records, 1 << 20)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(log
+            .read(0, 10, ReadLimit::HighWatermark, false)
+            .unwrap()
+            .records
+            .is_empty());
+        assert!(matches!(
+            log.read(13, 100, ReadLimit::HighWatermark, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(log
+            .read(12, 100, ReadLimit::LogEnd, true)
+            .unwrap()
+            .records
+            .is_empty());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_rest_survives_a_restart() {
+        let f = Fixture::new();
+        let path;
+        {
+            let log = f.open(LogConfig::default());
+            append(&log, 5);
+            path = log.dir().join("00000000000000000000.log");
+            // No flush: the recovery point is still 0, as after kill -9.
+        }
+        let len = fs::metadata(&path).unwrap().len();
+        // Half of the last batch reached the disk.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 50).unwrap();
+        let log = f.open(LogConfig::default());
+        assert_eq!(log.log_end_offset(), 12);
+        log.set_high_watermark(12);
+        assert_eq!(offsets_read(&log, 0), (0..12).collect::<Vec<_>>());
+        // The next append takes the offsets the torn batch had.
+        let info = log
+            .append_as_leader(batch(1, 1, Compression::None), 5)
+            .unwrap();
+        assert_eq!(info.base_offset, 12);
+    }
+
+    #[test]
+    fn a_corrupt_batch_ends_the_log_and_lost_index_entries_are_rebuilt() {
+        let f = Fixture::new();
+        {
+            let log = f.open(small_segments());
+            append(&log, 6);
+            log.flush().unwrap();
+            append(&log, 2);
+        }
+        // Flip a byte in the last segment's first batch.
+        let last = f.segment_files().pop().unwrap();
+        let path = f.dir.path().join("t-0").join(&last);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        // And lose every index entry, as if RocksDB had lost its WAL.
+        let pk = PartitionKey::new(f.topic_id, 0);
+        let mut w = IndexWrite::default();
+        w.delete_offsets(&pk, 0, i64::MAX);
+        f.index.write(w).unwrap();
+
+        let log = f.open(small_segments());
+        assert_eq!(
+            log.log_end_offset(),
+            18,
+            "six good batches before the corrupt one"
+        );
+        log.set_high_watermark(18);
+        assert_eq!(offsets_read(&log, 0), (0..18).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_clean_restart_keeps_offsets_start_and_timestamps() {
+        let f = Fixture::new();
+        {
+            let log = f.open(small_segments());
+            append(&log, 6);
+            assert_eq!(log.delete_records_before(7).unwrap(), 7);
+            log.flush().unwrap();
+        }
+        let log = f.open(small_segments());
+        assert_eq!(log.log_end_offset(), 18);
+        assert_eq!(log.log_start_offset(), 7);
+        log.set_high_watermark(18);
+        // Batch i holds offsets 3i.. with timestamps 1000(i+1)..; the log
+        // now starts inside the third batch.
+        assert_eq!(log.offset_for_timestamp(3500).unwrap(), Some((9, 4000)));
+        assert_eq!(log.offset_for_timestamp(4001).unwrap(), Some((10, 4001)));
+        assert_eq!(log.offset_for_timestamp(2500).unwrap(), Some((7, 3001)));
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((7, 3001)));
+        assert_eq!(log.offset_for_timestamp(7000).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((17, 6002)));
+        assert!(matches!(
+            log.read(6, 100, ReadLimit::HighWatermark, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn retention_deletes_whole_old_segments_by_size_and_time() {
+        let f = Fixture::new();
+        let log = f.open(LogConfig {
+            retention_bytes: 2000,
+            retention_ms: -1,
+            ..small_segments()
+        });
+        append(&log, 10);
+        let before = log.segment_count();
+        let deleted = log.apply_retention(now_ms()).unwrap();
+        assert!(deleted >= 1, "{before} segments");
+        assert!(log.size_bytes() <= 2000 + 1000);
+        let start = log.log_start_offset();
+        assert_eq!(start % 6, 0, "starts at a segment boundary");
+        assert_eq!(offsets_read(&log, start), (start..30).collect::<Vec<_>>());
+
+        // By time: every batch has timestamps in 1970, all but the active go.
+        log.set_config(LogConfig {
+            retention_ms: 1000,
+            ..small_segments()
+        });
+        log.apply_retention(now_ms()).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_start_offset(), 24);
+        assert_eq!(f.segment_files(), vec!["00000000000000000024.log"]);
+        // The time index forgot the deleted batches.
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((24, 9000)));
+    }
+
+    #[test]
+    fn log_append_time_topics_stamp_batches() {
+        let f = Fixture::new();
+        let log = f.open(LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        });
+        let before = now_ms();
+        let info = log
+            .append_as_leader(batch(2, 5, Compression::Zstd), 0)
+            .unwrap();
+        assert!(info.log_append_time >= before);
+        log.set_high_watermark(2);
+        let read = log
+            .read(0, 1 << 20, ReadLimit::HighWatermark, true)
+            .unwrap();
+        let h = batch::check_batch(&read.records).unwrap();
+        assert_eq!(h.max_timestamp, info.log_append_time);
+        assert!(h.is_log_append_time());
+    }
+
+    #[test]
+    fn deleting_removes_files_and_index_entries() {
+        let f = Fixture::new();
+        let log = f.open(LogConfig::default());
+        append(&log, 2);
+        log.delete().unwrap();
+        assert!(!f.dir.path().join("t-0").exists());
+        assert!(matches!(
+            log.append_as_leader(batch(1, 1, Compression::None), 0),
+            Err(LogError::Deleted)
+        ));
+        let pk = PartitionKey::new(f.topic_id, 0);
+        assert_eq!(f.index.batch_at_or_after(&pk, 0).unwrap(), None);
+        // A new log of the same name starts empty.
+        let again = f.open(LogConfig::default());
+        assert_eq!(again.log_end_offset(), 0);
+    }
+}
