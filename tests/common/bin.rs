@@ -24,3 +24,20 @@ pub fn signal(child: &Child, sig: i32) {
         libc::kill(child.id() as libc::pid_t, sig);
     }
 }
+
+/// Runs `fjord args...` with `input` on its standard input; waits for it.
+pub fn run_with_input(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(FJORD)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fjord");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for fjord")
+}
