@@ -8,6 +8,7 @@ pub mod consume;
 pub mod dev_cluster;
 pub mod node;
 pub mod produce;
+pub mod topic;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,11 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records.
     Consume(consume::ConsumeArgs),
+    /// Create, list, describe, delete and alter topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
     /// Measure produce or consume throughput and latency.
     Bench {
         #[command(subcommand)]
@@ -53,6 +59,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Bench { command } => bench::run(command),
+        Command::Topic { command } => topic::run(command),
     }
 }
 

@@ -8,6 +8,7 @@
 //! connection unusable, because a late answer could be mistaken for the
 //! next one; reconnect after such an error.
 
+pub mod admin;
 pub mod consumer;
 pub mod producer;
 
