@@ -125,9 +125,7 @@ impl ReplicaManager {
         partition: i32,
         records: Vec<u8>,
     ) -> Result<AppendInfo, PartitionError> {
-        let p = self
-            .partition(topic_id, partition)
-            .ok_or(PartitionError::UnknownTopicOrPartition)?;
+        let p = self.hosted(topic_id, partition)?;
         let state = p.check_leader(self.node_id, -1)?;
         let start = Instant::now();
         let info = p.log.append_as_leader(records, state.leader_epoch)?;
@@ -162,11 +160,17 @@ impl ReplicaManager {
         partition: i32,
         leader_epoch: i32,
     ) -> Result<Arc<Partition>, PartitionError> {
-        let p = self
-            .partition(topic_id, partition)
-            .ok_or(PartitionError::UnknownTopicOrPartition)?;
+        let p = self.hosted(topic_id, partition)?;
         p.check_leader(self.node_id, leader_epoch)?;
         Ok(p)
+    }
+
+    /// Handlers only come here for partitions the image has, so a missing
+    /// one is a replica this broker has not opened yet (or has just
+    /// dropped): retriable, like a leader that has not taken over yet.
+    fn hosted(&self, topic_id: Uuid, partition: i32) -> Result<Arc<Partition>, PartitionError> {
+        self.partition(topic_id, partition)
+            .ok_or(PartitionError::NotLeader { leader: -1 })
     }
 
     /// Follows the image: opens logs for partitions this node now hosts,
