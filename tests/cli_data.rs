@@ -148,6 +148,78 @@ async fn keyed_lines_come_back_on_the_java_partition_with_dense_offsets() {
     assert_eq!(got, expected_lines);
 }
 
+/// Partitions led by three different nodes: the producer routes each batch
+/// to its leader and the consumer fetches from all of them, whichever node
+/// it was pointed at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_and_come_back_from_every_leader_of_a_three_node_cluster() {
+    let cluster = TestCluster::start(3, "").await;
+    cluster.wait_for_leader().await;
+    let bootstrap = |i: usize| format!("127.0.0.1:{}", cluster.nodes[i].kafka_port);
+    common::wait_for(
+        "three unfenced brokers",
+        Duration::from_secs(30),
+        || async {
+            let image = cluster.image(0);
+            (image.cluster.brokers.values().filter(|b| !b.fenced).count() == 3).then_some(())
+        },
+    )
+    .await;
+    create_topic(&bootstrap(0), "spread", 6).await;
+    let leaders = common::wait_for("leaders on every node", Duration::from_secs(30), || async {
+        let image = cluster.image(0);
+        let topic = image.topics.by_id.values().find(|t| t.name == "spread")?;
+        let leaders: std::collections::BTreeSet<i32> =
+            topic.partitions.values().map(|p| p.leader).collect();
+        (leaders.len() == 3).then_some(leaders)
+    })
+    .await;
+    assert_eq!(leaders.len(), 3);
+    let input: String = (0..60).map(|i| format!("k{i}:v{i}\n")).collect();
+    let out = fjord(
+        args(&[
+            "produce",
+            "spread",
+            "--bootstrap-server",
+            &bootstrap(1),
+            "--key-separator",
+            ":",
+        ]),
+        &input,
+    )
+    .await;
+    assert_success(&out, "produce");
+    let out = fjord(
+        args(&[
+            "consume",
+            "spread",
+            "--bootstrap-server",
+            &bootstrap(2),
+            "--from-beginning",
+            "--max-messages",
+            "60",
+            "--timeout-ms",
+            "20000",
+            "--print-partition",
+            "--print-key",
+        ]),
+        "",
+    )
+    .await;
+    let stdout = assert_success(&out, "consume");
+    let mut got: Vec<String> = stdout.lines().map(str::to_string).collect();
+    got.sort();
+    let mut expected: Vec<String> = (0..60)
+        .map(|i| {
+            let key = format!("k{i}");
+            let p = partition_for_key(key.as_bytes(), 6);
+            format!("Partition:{p}\t{key}\tv{i}")
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codec_and_acks_0_round_trip_with_headers() {
     let (_cluster, bootstrap) = single_node().await;
