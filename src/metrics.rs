@@ -85,4 +85,49 @@ fn describe() {
         "fjord_broker_heartbeat_failures_total",
         "Heartbeats or registrations that failed"
     );
+    describe_counter!(
+        "fjord_log_appended_records_total",
+        "Records appended to partitions this broker leads"
+    );
+    describe_counter!(
+        "fjord_log_appended_bytes_total",
+        Unit::Bytes,
+        "Record batch bytes appended to partitions this broker leads"
+    );
+    describe_counter!(
+        "fjord_fetch_bytes_total",
+        Unit::Bytes,
+        "Record batch bytes returned to Fetch requests"
+    );
+    describe_counter!(
+        "fjord_produce_partition_errors_total",
+        "Produce partitions answered with an error, by Kafka error"
+    );
+    describe_histogram!(
+        "fjord_log_append_seconds",
+        Unit::Seconds,
+        "Time to append one partition's batches (write, index, flush if due)"
+    );
+    describe_histogram!(
+        "fjord_log_flush_seconds",
+        Unit::Seconds,
+        "Time to fdatasync a partition's unflushed segments"
+    );
+    describe_counter!("fjord_log_segments_rolled_total", "Segments rolled");
+    describe_counter!(
+        "fjord_log_segments_deleted_total",
+        "Segments deleted by retention or DeleteRecords"
+    );
+    describe_counter!(
+        "fjord_log_recovery_truncations_total",
+        "Torn or corrupt segment tails cut at start-up"
+    );
+    describe_gauge!(
+        "fjord_partition_leader_count",
+        "Partitions this broker leads"
+    );
+    describe_gauge!(
+        "fjord_partition_replica_count",
+        "Partition logs this broker holds"
+    );
 }

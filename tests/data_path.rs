@@ -21,6 +21,9 @@ const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
 const RECORDS: usize = 3_000;
 
+/// (offset, key, value) of each record, by partition.
+type Consumed = BTreeMap<i32, Vec<(i64, Option<Bytes>, Option<Bytes>)>>;
+
 fn bootstrap(cluster: &TestCluster) -> String {
     cluster
         .nodes
@@ -45,10 +48,7 @@ fn partition_dirs(dir: &Path, topic: &str) -> Vec<String> {
 }
 
 /// Every record of every partition, from the beginning, by partition.
-async fn consume_all(
-    bootstrap: &str,
-    expected: usize,
-) -> BTreeMap<i32, Vec<(i64, Option<Bytes>, Option<Bytes>)>> {
+async fn consume_all(bootstrap: &str, expected: usize) -> Consumed {
     let mut consumer = Consumer::assign(
         bootstrap,
         TOPIC,
@@ -155,7 +155,7 @@ async fn records_survive_restarts_and_deleted_topics_leave_no_files() {
         "keys reach every partition"
     );
 
-    let check = |consumed: &BTreeMap<i32, Vec<(i64, Option<Bytes>, Option<Bytes>)>>| {
+    let check = |consumed: &Consumed| {
         for (p, records) in &acked {
             let got = &consumed[p];
             assert_eq!(got.len(), records.len(), "partition {p}");

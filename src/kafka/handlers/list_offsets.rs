@@ -101,9 +101,7 @@ fn lookup(
         LATEST => Some((log.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),
         MAX_TIMESTAMP => log.max_timestamp_offset()?,
-        ts if ts >= 0 => log
-            .offset_for_timestamp(ts)?
-            .map(|(offset, timestamp)| (offset, timestamp)),
+        ts if ts >= 0 => log.offset_for_timestamp(ts)?,
         other => {
             return Err(PartitionError::InvalidRequest(format!(
                 "timestamp {other} is not a time nor a known special value"
