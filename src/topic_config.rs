@@ -383,7 +383,7 @@ pub fn log_config(broker: &Config, overrides: Option<&BTreeMap<String, String>>)
             _ => TimestampType::CreateTime,
         };
     let delete_retention =
-        get("cleanup.policy").map_or(true, |p| cleanup_policies(p).any(|p| p == "delete"));
+        get("cleanup.policy").is_none_or(|p| cleanup_policies(p).any(|p| p == "delete"));
     LogConfig {
         segment_bytes: get("segment.bytes")
             .and_then(|v| v.parse().ok())
