@@ -320,7 +320,10 @@ impl Controller {
         &self,
         req: AlterTopicConfigsRequest,
     ) -> Result<NamedResults, ControllerError> {
-        match self.route(ControllerRequest::AlterTopicConfigs(req)).await? {
+        match self
+            .route(ControllerRequest::AlterTopicConfigs(req))
+            .await?
+        {
             ControllerResponse::AlterTopicConfigs(r) => r,
             _ => Err(unexpected("AlterTopicConfigs")),
         }
