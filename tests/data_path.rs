@@ -47,6 +47,16 @@ fn partition_dirs(dir: &Path, topic: &str) -> Vec<String> {
     dirs
 }
 
+/// Topics can be placed once the brokers are registered and unfenced.
+async fn wait_for_active_brokers(cluster: &TestCluster, n: usize) {
+    cluster.wait_for_leader().await;
+    wait_for("unfenced brokers", Duration::from_secs(30), || async {
+        let image = cluster.image(0);
+        (image.cluster.active_brokers().count() == n).then_some(())
+    })
+    .await;
+}
+
 /// Every record of every partition, from the beginning, by partition.
 async fn consume_all(bootstrap: &str, expected: usize) -> Consumed {
     let mut consumer = Consumer::assign(
@@ -200,5 +210,95 @@ async fn records_survive_restarts_and_deleted_topics_leave_no_files() {
         },
     )
     .await;
+    cluster.stop_all().await;
+}
+
+/// Retention runs on its own: a topic limited to a few kilobytes drops its
+/// oldest segments, and consumers see the log start move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_size_moves_the_log_start_without_being_asked() {
+    let mut cluster = TestCluster::start(1, "log.retention.check.interval.ms=100").await;
+    wait_for_active_brokers(&cluster, 1).await;
+    let bootstrap = bootstrap(&cluster);
+    let mut admin = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    admin
+        .create_topic(
+            &NewTopicSpec {
+                name: TOPIC.into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                configs: vec![
+                    ("segment.bytes".into(), "2048".into()),
+                    ("retention.bytes".into(), "8192".into()),
+                ],
+            },
+            false,
+        )
+        .await
+        .expect("create topic");
+    let producer = Producer::connect(
+        &bootstrap,
+        ProducerConfig {
+            acks: Acks::Leader,
+            // One small batch per record, so segments fill and roll.
+            batch_size: 1,
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    for i in 0..200 {
+        let record = ProducerRecord {
+            topic: TOPIC.into(),
+            partition: Some(0),
+            value: Some(Bytes::from(format!("{i:0>200}"))),
+            ..ProducerRecord::default()
+        };
+        producer
+            .send(record)
+            .await
+            .expect("send")
+            .wait()
+            .await
+            .expect("acked");
+    }
+    producer.close().await.expect("close");
+
+    let start = wait_for(
+        "retention to delete old segments",
+        Duration::from_secs(30),
+        || async {
+            let mut consumer = Consumer::assign(
+                &bootstrap,
+                TOPIC,
+                Some(vec![0]),
+                StartOffset::Earliest,
+                ConsumerConfig::default(),
+            )
+            .await
+            .ok()?;
+            let first = consumer.poll().await.ok()?.first()?.offset;
+            (first > 0).then_some(first)
+        },
+    )
+    .await;
+    assert!(start < 200, "the active segment is kept: start {start}");
+    let node = cluster.node(0);
+    let topic_id = cluster.image(0).topics.get(TOPIC).expect("topic").topic_id;
+    let log = node
+        .replicas
+        .partition(topic_id, 0)
+        .expect("hosted")
+        .log
+        .clone();
+    assert_eq!(log.log_start_offset(), start);
+    assert!(
+        log.size_bytes() <= 8192 + 2048,
+        "{} bytes kept",
+        log.size_bytes()
+    );
     cluster.stop_all().await;
 }
