@@ -17,7 +17,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --profile test --quiet -- -D warnings
 echo "== cargo test"
-cargo test --quiet
+# tests/kafka_fuzz.rs mutates requests for this long (seed: FJORD_FUZZ_SEED).
+FJORD_FUZZ_SECS="${FJORD_FUZZ_SECS:-15}" cargo test --quiet
 # `cargo test` built the binary the process tests ran; the clients use it too.
 echo "== real clients (pytest)"
 FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" .venv/bin/python -m pytest -q tests/clients
