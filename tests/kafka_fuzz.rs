@@ -635,25 +635,6 @@ fn decode_frame(mut frame: Bytes) -> Result<ServedRequest, codec::CodecError> {
     ServedRequest::decode(api, header.request_api_version, frame)
 }
 
-/// Real requests the decoder refuses today, reported to the owner of the
-/// shape: skipped (loudly) so the rest of the table keeps its guard. Remove
-/// an entry once the test prints that it decodes.
-const KNOWN_REFUSALS: &[(ApiKey, i16, i16, &str)] = &[(
-    ApiKey::DeleteTopics,
-    4,
-    5,
-    "handlers/delete_topics.rs shape: v1-5 `topic_names` is [string], so \
-     `Field::ValueArray(&[Field::Str])`, not `Field::Array` (librdkafka's \
-     delete_topics of two or more topics gets its connection closed)",
-)];
-
-fn known_refusal(api: ApiKey, version: i16) -> Option<&'static str> {
-    KNOWN_REFUSALS
-        .iter()
-        .find(|(k, min, max, _)| *k == api && (*min..=*max).contains(&version))
-        .map(|(_, _, _, why)| *why)
-}
-
 #[test]
 fn every_advertised_api_has_a_sample_that_decodes() {
     let mut problems = Vec::new();
@@ -665,19 +646,12 @@ fn every_advertised_api_has_a_sample_that_decodes() {
                 Some(Ok(body)) => {
                     let (frame, _) = request_frame(*api, version, 1, &body);
                     let decoded = decode_frame(frame.slice(codec::SIZE_PREFIX_BYTES..));
-                    match (decoded, known_refusal(*api, version)) {
-                        (Ok(_), None) => {}
-                        (Ok(_), Some(_)) => eprintln!(
-                            "kafka_fuzz: {api:?} v{version} decodes now: remove it from KNOWN_REFUSALS"
-                        ),
-                        (Err(e), Some(why)) => {
-                            eprintln!("kafka_fuzz: KNOWN BUG {api:?} v{version}: {e}: {why}")
-                        }
-                        // A well-formed request refused: a guard shape or a
-                        // decoder that does not match the wire format.
-                        (Err(e), None) => problems.push(format!(
+                    // A well-formed request refused: a guard shape or a
+                    // decoder that does not match the wire format.
+                    if let Err(e) = decoded {
+                        problems.push(format!(
                             "{api:?} v{version}: a real request is refused: {e}"
-                        )),
+                        ));
                     }
                 }
             }
@@ -1486,8 +1460,6 @@ async fn bad_batches_get_kafka_errors_and_are_not_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fjord stores CRC-valid batches with broken records (negative record length, \
-            gzip attributes over plain records); Kafka refuses them. Run with --ignored."]
 async fn record_level_corruption_is_refused_like_kafka() {
     let mut broker = LiveBroker::start().await;
     let valid = record_batch(Compression::None, 3, 1_700_000_000_000);

@@ -198,6 +198,7 @@ pub fn validate_produced(
                 "clients may not produce control batches".into(),
             ));
         }
+        super::records::validate_records(&records[pos..pos + header.size()], &header)?;
         pos += header.size();
         headers.push(header);
     }

@@ -522,10 +522,6 @@ def test_delete_records_moves_the_low_watermark(cluster):
         strict.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fjord bug: a Fetch partition error (here OFFSET_OUT_OF_RANGE) carries null records; "
-    "librdkafka fails to parse the whole response ('invalid MessageSetSize -1') and refetches "
-    "in a tight loop instead of resetting"))
 def test_confluent_consumer_resets_below_the_low_watermark(cluster):
     topic = "deleterecords-confluent"
     assert produce_and_delete_below(cluster, topic, 40) == 40

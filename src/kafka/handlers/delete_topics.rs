@@ -19,7 +19,8 @@ impl RequestShape for DeleteTopicsRequest {
         if version >= 6 {
             &[Field::Array(&[Field::Str, Field::Fixed(16)])]
         } else {
-            &[Field::Array(&[Field::Str])]
+            // Plain strings: no tagged fields per element in v4-5.
+            &[Field::ValueArray(&[Field::Str])]
         }
     }
 }

@@ -338,5 +338,6 @@ fn error_partition(partition: i32, code: ResponseError) -> PartitionData {
         .with_last_stable_offset(-1)
         .with_log_start_offset(-1)
         .with_preferred_read_replica(BrokerId(-1))
-        .with_records(None)
+        // Kafka sends empty records with an error; librdkafka cannot parse null.
+        .with_records(Some(bytes::Bytes::new()))
 }
