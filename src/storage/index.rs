@@ -14,6 +14,8 @@
 //!   together and a seek finds the first batch that can hold a record at or
 //!   after a time (Kafka's time index, KIP-33).
 //! - `c` + partition -> the partition's [`Checkpoint`].
+//! - `e` + partition + leader epoch -> the first offset written in that
+//!   epoch (Kafka's leader-epoch cache, KIP-101/279).
 
 use std::path::Path;
 
@@ -23,6 +25,7 @@ use uuid::Uuid;
 const OFFSET: u8 = b'o';
 const TIME: u8 = b't';
 const CHECKPOINT: u8 = b'c';
+const EPOCH: u8 = b'e';
 
 /// Identifies a partition's entries: topic id and partition number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +160,20 @@ impl IndexWrite {
         self.batch.put(pk.prefix(CHECKPOINT), checkpoint.encode());
     }
 
+    /// Records that leader epoch `epoch` starts at `start_offset`.
+    pub fn put_epoch(&mut self, pk: &PartitionKey, epoch: i32, start_offset: i64) {
+        self.batch.put(
+            pk.key(EPOCH, epoch.max(0) as u64),
+            start_offset.to_be_bytes(),
+        );
+    }
+
+    /// Removes the cached epochs at or above `from`.
+    pub fn delete_epochs_from(&mut self, pk: &PartitionKey, from: i32) {
+        self.batch
+            .delete_range(pk.key(EPOCH, from.max(0) as u64), pk.key(EPOCH, u64::MAX));
+    }
+
     /// Removes the entries of batches whose last offset is in `from..to`.
     pub fn delete_offsets(&mut self, pk: &PartitionKey, from: i64, to: i64) {
         self.batch.delete_range(
@@ -180,7 +197,7 @@ impl IndexWrite {
 
     /// Removes everything the partition has in the index.
     pub fn delete_partition(&mut self, pk: &PartitionKey) {
-        for kind in [OFFSET, TIME] {
+        for kind in [OFFSET, TIME, EPOCH] {
             self.batch
                 .delete_range(pk.key(kind, 0), pk.key(kind, u64::MAX));
             self.batch.delete(pk.key(kind, u64::MAX));
@@ -224,6 +241,26 @@ impl Index {
             .db
             .get_pinned(pk.prefix(CHECKPOINT))?
             .and_then(|v| Checkpoint::decode(&v)))
+    }
+
+    /// The leader-epoch cache: (epoch, start offset) in epoch order.
+    pub fn epochs(&self, pk: &PartitionKey) -> Result<Vec<(i32, i64)>, rocksdb::Error> {
+        let prefix = pk.prefix(EPOCH);
+        let mut it = self.db.raw_iterator();
+        it.seek(prefix);
+        let mut epochs = Vec::new();
+        while it.valid() {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !key.starts_with(&prefix) || key.len() != 29 || value.len() != 8 {
+                break;
+            }
+            let epoch = i64_at(key, 21);
+            epochs.push((i32::try_from(epoch).unwrap_or(i32::MAX), i64_at(value, 0)));
+            it.next();
+        }
+        it.status().map(|()| epochs)
     }
 
     /// The first batch whose last offset is at or after `offset`.

@@ -120,6 +120,8 @@ struct LogState {
     unflushed_messages: u64,
     oldest_unflushed: Option<Instant>,
     deleted: bool,
+    /// The leader-epoch cache: (epoch, first offset written in it), epochs rising.
+    epochs: Vec<(i32, i64)>,
 }
 
 impl LogState {
@@ -150,12 +152,34 @@ pub struct PartitionLog {
     state: Mutex<LogState>,
     /// The high watermark, for fetches waiting for more data.
     high_watermark_tx: watch::Sender<i64>,
+    /// The log end offset, for followers' fetches waiting for more data.
+    log_end_tx: watch::Sender<i64>,
 }
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Kafka's `LeaderEpochFileCache.endOffsetFor` over `epochs` (rising).
+pub fn end_offset_for(epochs: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
+    if requested < 0 {
+        return (-1, -1);
+    }
+    match epochs.last() {
+        Some((latest, _)) if *latest == requested => return (requested, log_end_offset),
+        None => return (-1, -1),
+        _ => {}
+    }
+    let Some(higher) = epochs.iter().find(|(e, _)| *e > requested) else {
+        // Newer than anything here.
+        return (-1, -1);
+    };
+    match epochs.iter().rev().find(|(e, _)| *e <= requested) {
+        Some((floor, _)) => (*floor, higher.1),
+        None => (requested, higher.1),
+    }
 }
 
 fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
@@ -226,7 +250,17 @@ impl PartitionLog {
         state.high_watermark = checkpoint
             .high_watermark
             .clamp(state.log_start_offset, state.log_end_offset);
+        // Epochs that start past the end name data that is gone.
+        let leo = state.log_end_offset;
+        state.epochs = index.epochs(&pk)?;
+        if let Some(first_gone) = state.epochs.iter().find(|(_, start)| *start > leo) {
+            let mut write = IndexWrite::default();
+            write.delete_epochs_from(&pk, first_gone.0);
+            index.write(write)?;
+            state.epochs.retain(|(_, start)| *start <= leo);
+        }
         let (high_watermark_tx, _) = watch::channel(state.high_watermark);
+        let (log_end_tx, _) = watch::channel(state.log_end_offset);
         let log = PartitionLog {
             topic,
             topic_id,
@@ -237,6 +271,7 @@ impl PartitionLog {
             config: RwLock::new(config),
             state: Mutex::new(state),
             high_watermark_tx,
+            log_end_tx,
         };
         Ok(log)
     }
@@ -287,6 +322,11 @@ impl PartitionLog {
         self.high_watermark_tx.subscribe()
     }
 
+    /// Woken whenever the log end moves (followers wait on it).
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.log_end_tx.subscribe()
+    }
+
     /// Moves the high watermark (never past the log end, never back).
     pub fn set_high_watermark(&self, high_watermark: i64) {
         let mut st = self.lock();
@@ -318,6 +358,7 @@ impl PartitionLog {
         }
         self.maybe_roll(&mut st, &config, records.len() as u64, now)?;
         let base_offset = st.log_end_offset;
+        self.assign_epoch(&mut st, leader_epoch, base_offset)?;
         let mut offset = base_offset;
         let mut pos = 0;
         let mut record_count = 0;
@@ -408,6 +449,7 @@ impl PartitionLog {
         }
         st.running_max_timestamp = running;
         st.max_timestamp_batch = running_batch;
+        self.log_end_tx.send_replace(st.log_end_offset);
         Ok(())
     }
 
@@ -449,6 +491,223 @@ impl PartitionLog {
         st.oldest_unflushed = None;
         self.write_checkpoint(st)?;
         metrics::counter!("fjord_log_segments_rolled_total").increment(1);
+        Ok(())
+    }
+
+    /// Appends batches fetched from the leader, offsets and epochs as they
+    /// are. The first must start at this log's end.
+    pub fn append_as_follower(&self, records: &[u8]) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let header = batch::check_batch(&records[pos..])?;
+            pos += header.size();
+            headers.push(header);
+        }
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(LogError::Deleted);
+        }
+        let Some(first) = headers.first() else {
+            return Ok(AppendInfo {
+                base_offset: st.log_end_offset,
+                last_offset: st.log_end_offset - 1,
+                log_append_time: -1,
+                log_start_offset: st.log_start_offset,
+                record_count: 0,
+                bytes: 0,
+            });
+        };
+        if first.base_offset != st.log_end_offset {
+            return Err(LogError::Corrupt(format!(
+                "fetched batch at offset {} does not follow the log end {}",
+                first.base_offset, st.log_end_offset
+            )));
+        }
+        self.maybe_roll(&mut st, &config, records.len() as u64, now_ms())?;
+        let (segment_base, start_position) = {
+            let active = st.active();
+            (active.base_offset, active.size)
+        };
+        let mut entries = Vec::with_capacity(headers.len());
+        let mut pos = 0u64;
+        let mut record_count = 0i64;
+        let mut expected = first.base_offset;
+        for header in &headers {
+            if header.base_offset != expected {
+                return Err(LogError::Corrupt(format!(
+                    "fetched batch at offset {} where {expected} was expected",
+                    header.base_offset
+                )));
+            }
+            self.assign_epoch(&mut st, header.partition_leader_epoch, header.base_offset)?;
+            entries.push(BatchEntry {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                segment: segment_base,
+                position: start_position + pos,
+                size: header.size() as u32,
+                max_timestamp: header.max_timestamp,
+                running_max_timestamp: 0,
+            });
+            expected = header.last_offset() + 1;
+            record_count += i64::from(header.record_count);
+            pos += header.size() as u64;
+        }
+        self.write_batches(&mut st, records, &mut entries)?;
+        st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
+        st.oldest_unflushed.get_or_insert_with(Instant::now);
+        if st.unflushed_messages >= config.flush_messages {
+            self.flush_locked(&mut st)?;
+        }
+        Ok(AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: expected - 1,
+            log_append_time: -1,
+            log_start_offset: st.log_start_offset,
+            record_count,
+            bytes: records.len(),
+        })
+    }
+
+    /// Starts leader epoch `epoch` at `start_offset` if it is newer than the
+    /// latest cached one.
+    fn assign_epoch(
+        &self,
+        st: &mut LogState,
+        epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), LogError> {
+        if epoch < 0 || st.epochs.last().is_some_and(|(e, _)| *e >= epoch) {
+            return Ok(());
+        }
+        let mut write = IndexWrite::default();
+        write.put_epoch(&self.pk, epoch, start_offset);
+        self.index.write(write)?;
+        st.epochs.push((epoch, start_offset));
+        Ok(())
+    }
+
+    /// A new leader starts its epoch at its log end (Kafka's `makeLeader`),
+    /// so divergence checks know where the previous epoch ended.
+    pub fn start_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let mut st = self.lock();
+        let leo = st.log_end_offset;
+        self.assign_epoch(&mut st, epoch, leo)
+    }
+
+    /// The latest leader epoch in the log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.lock().epochs.last().map(|(e, _)| *e)
+    }
+
+    /// Kafka's `endOffsetFor` (KIP-279): the largest epoch at or below
+    /// `epoch`, and the offset where it ended (the log end for the latest);
+    /// `(-1, -1)` when the log knows no such epoch.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let st = self.lock();
+        end_offset_for(&st.epochs, epoch, st.log_end_offset)
+    }
+
+    /// Removes everything at and after `offset` (a follower whose log
+    /// diverged from its leader's). The high watermark follows it down.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.lock();
+        if st.deleted || offset >= st.log_end_offset {
+            return Ok(());
+        }
+        let offset = offset.max(st.log_start_offset);
+        // Cut at the start of the batch holding `offset`.
+        let entry = self.index.batch_at_or_after(&self.pk, offset)?;
+        let (cut_segment, cut_position, new_end) = match entry {
+            Some(e) => (e.segment, e.position, e.base_offset),
+            None => return Ok(()),
+        };
+        let doomed: Vec<i64> = st
+            .segments
+            .keys()
+            .copied()
+            .filter(|base| *base > cut_segment)
+            .collect();
+        for base in doomed {
+            if let Some(segment) = st.segments.remove(&base) {
+                fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            }
+        }
+        let running = self
+            .index
+            .batch_before(&self.pk, new_end)?
+            .map_or(i64::MIN, |e| e.running_max_timestamp);
+        let mut write = IndexWrite::default();
+        write.delete_offsets(&self.pk, new_end, i64::MAX);
+        write.delete_times_from(&self.pk, running.saturating_add(1));
+        if let Some((first_gone, _)) = st.epochs.iter().find(|(_, start)| *start >= new_end) {
+            write.delete_epochs_from(&self.pk, *first_gone);
+        }
+        self.index.write(write)?;
+        st.epochs.retain(|(_, start)| *start < new_end);
+        if let Some(segment) = st.segments.get_mut(&cut_segment) {
+            segment
+                .file
+                .set_len(cut_position)
+                .map_err(io_error(&segment.path))?;
+            segment.size = cut_position;
+            segment.max_timestamp = running;
+        }
+        st.log_end_offset = new_end;
+        st.high_watermark = st.high_watermark.min(new_end);
+        st.recovery_point = st.recovery_point.min(new_end);
+        st.running_max_timestamp = running;
+        st.max_timestamp_batch = if running > i64::MIN {
+            self.index
+                .time_at_or_after(&self.pk, running)?
+                .map_or(-1, |(_, offset)| offset)
+        } else {
+            -1
+        };
+        self.write_checkpoint(&st)?;
+        metrics::counter!("fjord_log_truncations_total").increment(1);
+        tracing::info!(topic = %self.topic, partition = self.partition, offset = new_end, "log truncated");
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower that fell
+    /// behind its leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(LogError::Deleted);
+        }
+        for segment in std::mem::take(&mut st.segments).into_values() {
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        let mut write = IndexWrite::default();
+        write.delete_partition(&self.pk);
+        self.index.write(write)?;
+        let path = segment_path(&self.dir, offset);
+        let file = open_segment_file(&path)?;
+        st.segments.insert(
+            offset,
+            Segment {
+                base_offset: offset,
+                path,
+                file: Arc::new(file),
+                size: 0,
+                created_ms: now_ms(),
+                max_timestamp: i64::MIN,
+            },
+        );
+        st.log_start_offset = offset;
+        st.log_end_offset = offset;
+        st.high_watermark = offset;
+        st.recovery_point = offset;
+        st.running_max_timestamp = i64::MIN;
+        st.max_timestamp_batch = -1;
+        st.epochs.clear();
+        self.write_checkpoint(&st)?;
+        self.log_end_tx.send_replace(offset);
+        tracing::info!(topic = %self.topic, partition = self.partition, offset, "log emptied to restart at the leader's log start");
         Ok(())
     }
 
@@ -824,6 +1083,7 @@ fn recover(
         unflushed_messages: 0,
         oldest_unflushed: None,
         deleted: false,
+        epochs: Vec::new(),
     };
     if files.is_empty() {
         let base = state.log_start_offset;
@@ -1385,5 +1645,84 @@ mod tests {
         // A new log of the same name starts empty.
         let again = f.open(LogConfig::default());
         assert_eq!(again.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn end_offsets_for_epochs_follow_kafka() {
+        let epochs = [(1, 0), (3, 10), (4, 25)];
+        assert_eq!(end_offset_for(&epochs, 4, 40), (4, 40));
+        assert_eq!(end_offset_for(&epochs, 3, 40), (3, 25));
+        assert_eq!(end_offset_for(&epochs, 2, 40), (1, 10));
+        assert_eq!(end_offset_for(&epochs, 0, 40), (0, 0));
+        assert_eq!(end_offset_for(&epochs, 5, 40), (-1, -1));
+        assert_eq!(end_offset_for(&[], 1, 40), (-1, -1));
+        assert_eq!(end_offset_for(&epochs, -1, 40), (-1, -1));
+    }
+
+    #[test]
+    fn a_follower_copies_the_leader_and_truncates_where_they_diverge() {
+        let leader_dir = Fixture::new();
+        let leader = leader_dir.open(small_segments());
+        // Epoch 4 for 6 batches (18 records).
+        append(&leader, 6);
+        leader.start_leader_epoch(6).unwrap();
+        leader
+            .append_as_leader(batch(3, 9, Compression::None), 6)
+            .unwrap();
+        assert_eq!(leader.end_offset_for_epoch(4), (4, 18));
+        assert_eq!(leader.end_offset_for_epoch(5), (4, 18));
+        assert_eq!(leader.end_offset_for_epoch(6), (6, 21));
+
+        let f = Fixture::new();
+        let follower = f.open(small_segments());
+        while follower.log_end_offset() < leader.log_end_offset() {
+            let read = leader
+                .read(follower.log_end_offset(), 1 << 20, ReadLimit::LogEnd, true)
+                .unwrap();
+            follower.append_as_follower(&read.records).unwrap();
+        }
+        assert_eq!(follower.log_end_offset(), 21);
+        assert_eq!(follower.end_offset_for_epoch(4), (4, 18));
+        assert_eq!(follower.latest_epoch(), Some(6));
+        let all = |log: &PartitionLog| {
+            log.read(0, 1 << 20, ReadLimit::LogEnd, true)
+                .unwrap()
+                .records
+        };
+        assert_eq!(all(&follower), all(&leader), "same bytes, same offsets");
+        // A batch that does not follow on is refused.
+        let stale = leader.read(3, 1 << 20, ReadLimit::LogEnd, true).unwrap();
+        assert!(follower.append_as_follower(&stale.records).is_err());
+
+        // The follower wrote epoch 6 data the new leader never had: cut it.
+        follower.set_high_watermark(21);
+        follower.truncate_to(18).unwrap();
+        assert_eq!(
+            (follower.log_end_offset(), follower.high_watermark()),
+            (18, 18)
+        );
+        assert_eq!(follower.latest_epoch(), Some(4));
+        follower.start_leader_epoch(7).unwrap();
+        let info = follower
+            .append_as_leader(batch(2, 5, Compression::None), 7)
+            .unwrap();
+        assert_eq!(info.base_offset, 18);
+        drop(follower);
+        let reopened = f.open(small_segments());
+        assert_eq!(reopened.log_end_offset(), 20);
+        assert_eq!(reopened.end_offset_for_epoch(4), (4, 18));
+        assert_eq!(reopened.end_offset_for_epoch(6), (4, 18));
+        assert_eq!(reopened.end_offset_for_epoch(7), (7, 20));
+        reopened.set_high_watermark(20);
+        assert_eq!(offsets_read(&reopened, 0), (0..20).collect::<Vec<_>>());
+
+        // Behind the leader's log start: start over there.
+        reopened.truncate_fully_and_start_at(100).unwrap();
+        assert_eq!(
+            (reopened.log_start_offset(), reopened.log_end_offset()),
+            (100, 100)
+        );
+        let read = leader.read(0, 1 << 20, ReadLimit::LogEnd, true).unwrap();
+        assert!(reopened.append_as_follower(&read.records).is_err());
     }
 }
