@@ -147,6 +147,36 @@ class Cluster:
                 total += float(value)
         return total
 
+    def data_dir(self, i):
+        return self.tmp_path / f"node-{i + 1}"
+
+    def alive(self):
+        """Indexes of nodes whose process is running (stopped ones included)."""
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+
+    def status(self, prefer=None):
+        """`fjord cluster status --json` through the running nodes, those in
+        `prefer` first (a SIGSTOPped node would only time out)."""
+        order = list(prefer or []) + [i for i in self.alive() if i not in (prefer or [])]
+        if not order:
+            raise RuntimeError("no node is running")
+        return cluster_status(",".join(f"127.0.0.1:{self.ports[i][0]}" for i in order))
+
+    def pause(self, i):
+        """SIGSTOP node index `i`: it keeps its sockets but answers nothing."""
+        self.procs[i].send_signal(signal.SIGSTOP)
+
+    def resume(self, i):
+        self.procs[i].send_signal(signal.SIGCONT)
+
+    def kill9_all(self):
+        """SIGKILL every running node at once (all signals sent before any wait)."""
+        running = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in running:
+            p.kill()
+        for p in running:
+            p.wait()
+
     def log_tail(self, i, lines=40):
         for log in self.logs:
             log.flush()
@@ -169,13 +199,14 @@ def topic_leaders(bootstrap, topic):
     return leaders
 
 
-def create_topic(bootstrap, topic, partitions, config=None, deadline_s=30):
-    """Creates `topic` with CreateTopics (replication factor 1) and waits
-    until every partition has a leader; returns {partition: leader}."""
+def create_topic(bootstrap, topic, partitions, config=None, deadline_s=30, replication_factor=1):
+    """Creates `topic` with CreateTopics (replication factor 1 unless told)
+    and waits until every partition has a leader; returns {partition: leader}."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
+                   config=dict(config or {}))
     admin.create_topics([new], request_timeout=15)[topic].result(timeout=20)
 
     def all_led():
