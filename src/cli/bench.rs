@@ -56,6 +56,10 @@ pub struct ProduceBenchArgs {
     /// Create the topic with this many partitions if it does not exist.
     #[arg(long)]
     pub partitions: Option<i32>,
+    /// Replication factor of the topic created with `--partitions` (default:
+    /// the broker's `default.replication.factor`).
+    #[arg(long, requires = "partitions", value_parser = clap::value_parser!(i16).range(1..))]
+    pub replication_factor: Option<i16>,
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compression: Compression,
     /// Produce requests pipelined per broker connection.
@@ -198,7 +202,13 @@ impl Progress {
 
 async fn bench_produce(args: ProduceBenchArgs) -> Result<ProduceReport, String> {
     if let Some(partitions) = args.partitions {
-        ensure_topic(&args.bootstrap_server, &args.topic, partitions).await?;
+        ensure_topic(
+            &args.bootstrap_server,
+            &args.topic,
+            partitions,
+            args.replication_factor.unwrap_or(-1),
+        )
+        .await?;
     }
     let config = ProducerConfig {
         acks: args.acks,
@@ -292,8 +302,14 @@ struct Stats {
     first_error: Option<ProduceError>,
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists.
-async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+/// Creates `topic` with `partitions` partitions and `replication_factor`
+/// replicas (-1: the broker's default) unless it exists.
+async fn ensure_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<(), String> {
     let mut client = KafkaClient::connect(bootstrap, Duration::from_secs(30))
         .await
         .map_err(|e| format!("{bootstrap}: {e}"))?;
@@ -302,7 +318,7 @@ async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_num_partitions(partitions)
-            .with_replication_factor(-1)]);
+            .with_replication_factor(replication_factor)]);
     let response = client
         .request(request)
         .await

@@ -306,6 +306,11 @@ pub fn controller_error_code(error: &ControllerError) -> ResponseError {
         | ControllerError::Unavailable(_)
         | ControllerError::Timeout => ResponseError::NotLeaderOrFollower,
         ControllerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        ControllerError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::Internal(_) => ResponseError::UnknownServerError,
     }
 }
@@ -392,6 +397,7 @@ pub(crate) mod tests {
             }],
             rack: None,
             fenced,
+            in_controlled_shutdown: false,
         }
     }
 
