@@ -161,6 +161,12 @@ pub struct Config {
     pub unclean_leader_election_enable: bool,
     /// `auto.leader.rebalance.enable` [true].
     pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds` [10; Kafka's is 300]: how
+    /// often the active controller returns leadership to preferred replicas.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `controlled.shutdown.enable` [true]: on shutdown, hand leaderships
+    /// to other ISR members first.
+    pub controlled_shutdown_enable: bool,
     /// `group.initial.rebalance.delay.ms` [3000].
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.max.size` [i32::MAX].
@@ -605,6 +611,10 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
     let replica_lag_time_max_ms: u64 = int_or(p, "replica.lag.time.max.ms", 30_000)?;
     let unclean_leader_election_enable = bool_or(p, "unclean.leader.election.enable", false)?;
     let auto_leader_rebalance_enable = bool_or(p, "auto.leader.rebalance.enable", true)?;
+    let key = "leader.imbalance.check.interval.seconds";
+    let leader_imbalance_check_interval_seconds: u64 = int_or(p, key, 10)?;
+    require_positive(key, leader_imbalance_check_interval_seconds)?;
+    let controlled_shutdown_enable = bool_or(p, "controlled.shutdown.enable", true)?;
 
     // Consumer groups.
     let group_initial_rebalance_delay_ms: u64 =
@@ -675,6 +685,8 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
         replica_lag_time_max_ms,
         unclean_leader_election_enable,
         auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_seconds,
+        controlled_shutdown_enable,
         group_initial_rebalance_delay_ms,
         group_max_size,
         offsets_retention_minutes,
@@ -1209,6 +1221,8 @@ mod tests {
         assert_eq!(c.replica_lag_time_max_ms, 30_000);
         assert!(!c.unclean_leader_election_enable);
         assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 10);
+        assert!(c.controlled_shutdown_enable);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
         assert_eq!(c.group_max_size, i32::MAX);
         assert_eq!(c.offsets_retention_minutes, 10_080);

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Listener};
-use crate::controller::broker_lifecycle::BrokerLifecycle;
+use crate::controller::broker_lifecycle::{self, BrokerLease, BrokerLifecycle};
 use crate::controller::{Controller, ControllerOptions, StartError};
 use crate::kafka::BrokerContext;
 use crate::metadata::Endpoint;
@@ -56,6 +56,8 @@ pub struct RunningNode {
     pub kafka_addr: SocketAddr,
     pub controller_addr: SocketAddr,
     pub replicas: Arc<ReplicaManager>,
+    /// This broker's standing with the controller: no leading without it.
+    pub lease: Arc<BrokerLease>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     storage_shutdown: watch::Sender<bool>,
@@ -116,6 +118,11 @@ pub async fn start_with_listeners(
         log_keep_entries: config.metadata_log_keep_entries,
         broker_session_timeout_ms: config.broker_session_timeout_ms,
         cluster_id: known_cluster_id.clone(),
+        auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_ms: config
+            .leader_imbalance_check_interval_seconds
+            .saturating_mul(1000),
+        unclean_leader_election_enable: config.unclean_leader_election_enable,
     };
     // Partition logs recover before anything is served. Blocking: it reads
     // back every segment written since the last flush.
@@ -125,6 +132,10 @@ pub async fn start_with_listeners(
         .map_err(|e| NodeError::Storage(crate::storage::LogError::Corrupt(e.to_string())))??;
     let logs = Arc::new(logs);
     let controller = Controller::start(options, controller_listener).await?;
+    let lease = Arc::new(BrokerLease::new(
+        Duration::from_millis(config.broker_session_timeout_ms),
+        controller.image(),
+    ));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let incarnation_id = uuid::Uuid::new_v4();
@@ -171,6 +182,7 @@ pub async fn start_with_listeners(
         endpoints: advertised_endpoints(&config, kafka_addr.port()),
         rack: None,
         heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        lease: lease.clone(),
     };
     tasks.push(tokio::spawn(
         lifecycle.run(controller.clone(), shutdown_rx.clone()),
@@ -196,6 +208,7 @@ pub async fn start_with_listeners(
         kafka_addr,
         controller_addr,
         replicas,
+        lease,
         shutdown,
         tasks,
         storage_shutdown,
@@ -207,6 +220,7 @@ pub async fn start_with_listeners(
 impl RunningNode {
     /// Stops accepting, lets in-flight requests finish, stops Raft.
     pub async fn shutdown(self) {
+        broker_lifecycle::controlled_shutdown(&self.controller, &self.lease, &self.config).await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

@@ -124,11 +124,11 @@ async fn create_topics_through_a_follower() {
     assert!(message.contains("collides"), "{message}");
     let (e, message) = refused(
         admin
-            .create_topic(&spec("replicated", 1, 3, &[]), false)
+            .create_topic(&spec("overreplicated", 1, 4, &[]), false)
             .await,
     );
     assert_eq!(e, ResponseError::InvalidReplicationFactor);
-    assert_eq!(message, "replication factor above 1 is not supported yet");
+    assert!(message.contains("only 3 broker(s)"), "{message}");
     let (e, _) = refused(admin.create_topic(&spec("empty", 0, 1, &[]), false).await);
     assert_eq!(e, ResponseError::InvalidPartitions);
     let (e, message) = refused(
@@ -156,7 +156,7 @@ async fn create_topics_through_a_follower() {
     assert_eq!(e, ResponseError::InvalidPartitions);
     let image = cluster.wait_for_equal_images().await;
     assert!(image.topics.get("dry").is_none());
-    for name in ["badconf", "badvalue", "replicated", "empty", "a_b"] {
+    for name in ["badconf", "badvalue", "overreplicated", "empty", "a_b"] {
         assert!(image.topics.get(name).is_none(), "{name} was created");
     }
     assert_eq!(image.topics.by_id.len(), 3);

@@ -2,6 +2,12 @@
 //! `ClusterControlManager` and heartbeat manager): registrations and fencing
 //! become records in the metadata log; heartbeats themselves are not
 //! written, only kept in memory on the leader.
+//!
+//! Every broker change that alters who may lead (a fence, an unfence, a new
+//! incarnation replacing an old one) is written in one entry with the
+//! leader elections and ISR changes it forces (`replication_control`), under
+//! the topic lock, so no image ever shows a fenced broker leading a
+//! partition another ISR member could lead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +17,7 @@ use base64::Engine;
 use tokio::sync::watch;
 
 use super::raft::rpc::{BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest};
+use super::replication_control::{changes_for_broker, write_counted, BrokerState};
 use super::{Controller, ControllerError};
 use crate::metadata::{BrokerRegistration, MetadataRecord};
 
@@ -41,6 +48,7 @@ impl ClusterControl {
         controller: &Controller,
         req: &BrokerRegistrationRequest,
     ) -> Result<i64, ControllerError> {
+        let _guard = controller.topic_control.lock.lock().await;
         let existing = current_registration(controller, req.broker_id)?;
         if let Some(b) = existing.filter(|b| b.incarnation_id == req.incarnation_id) {
             self.touch(req.broker_id);
@@ -57,7 +65,17 @@ impl ClusterControl {
             rack: req.rack.clone(),
             fenced: true,
         });
-        let index = controller.write(records).await?;
+        // A new incarnation (a restart, maybe faster than the session
+        // timeout) starts fenced: its old self's leaderships and ISR places
+        // go as for a fence.
+        let image = controller.image.borrow().clone();
+        records.extend(changes_for_broker(
+            controller,
+            &image,
+            req.broker_id,
+            BrokerState::Gone,
+        ));
+        let index = write_counted(controller, records).await?;
         self.touch(req.broker_id);
         tracing::info!(broker = req.broker_id, epoch = index, "broker registered");
         Ok(index as i64)
@@ -68,6 +86,10 @@ impl ClusterControl {
         controller: &Controller,
         req: &BrokerHeartbeatRequest,
     ) -> Result<BrokerHeartbeatReply, ControllerError> {
+        // Under the lock a heartbeat cannot slip between the expiry check
+        // and the fence: it either comes first (and the fence is skipped)
+        // or sees the fence (and unfences).
+        let _guard = controller.topic_control.lock.lock().await;
         let registration = current_registration(controller, req.broker_id)?;
         let Some(b) = registration.filter(|b| b.broker_epoch == req.broker_epoch) else {
             return Err(ControllerError::StaleBrokerEpoch(format!(
@@ -76,35 +98,84 @@ impl ClusterControl {
             )));
         };
         self.touch(req.broker_id);
-        if b.fenced {
-            controller
-                .write(vec![MetadataRecord::UnfenceBroker {
-                    broker_id: b.broker_id,
-                    broker_epoch: b.broker_epoch,
-                }])
-                .await?;
-            tracing::info!(broker = b.broker_id, "broker unfenced");
+        if !b.fenced {
+            return Ok(BrokerHeartbeatReply {
+                is_fenced: false,
+                metadata_offset: 0,
+            });
         }
-        Ok(BrokerHeartbeatReply { is_fenced: false })
+        let image = controller.image.borrow().clone();
+        let mut records = vec![MetadataRecord::UnfenceBroker {
+            broker_id: b.broker_id,
+            broker_epoch: b.broker_epoch,
+        }];
+        records.extend(changes_for_broker(
+            controller,
+            &image,
+            b.broker_id,
+            BrokerState::Active,
+        ));
+        let offset = write_counted(controller, records).await?;
+        tracing::info!(broker = b.broker_id, "broker unfenced");
+        Ok(BrokerHeartbeatReply {
+            is_fenced: false,
+            metadata_offset: offset,
+        })
     }
 
-    /// Brokers that are unfenced in the image but have not heartbeated within
-    /// the session timeout. `since` is when this node became leader: a broker
-    /// it has not heard from yet gets a whole session from then.
+    fn is_expired(&self, broker_id: i32, since: Instant) -> bool {
+        let Ok(last) = self.last_heartbeat.lock() else {
+            return false;
+        };
+        let seen = last.get(&broker_id).copied().unwrap_or(since).max(since);
+        seen.elapsed() > self.session_timeout
+    }
+
+    /// Brokers that are unfenced in the image (shutting down or not) but
+    /// have not heartbeated within the session timeout. `since` is when this
+    /// node became leader: a broker it has not heard from yet gets a whole
+    /// session from then.
     fn expired(&self, controller: &Controller, since: Instant) -> Vec<(i32, i64)> {
         let image = controller.image.borrow().clone();
-        let Ok(last) = self.last_heartbeat.lock() else {
-            return Vec::new();
-        };
         image
             .cluster
-            .active_brokers()
-            .filter(|b| {
-                let seen = last.get(&b.broker_id).copied().unwrap_or(since).max(since);
-                seen.elapsed() > self.session_timeout
-            })
+            .unfenced_brokers()
+            .filter(|b| self.is_expired(b.broker_id, since))
             .map(|b| (b.broker_id, b.broker_epoch))
             .collect()
+    }
+
+    /// Fences `broker_id` (if its session is still expired and its epoch
+    /// still current) together with the elections and ISR removals it forces.
+    async fn fence(
+        &self,
+        controller: &Controller,
+        broker_id: i32,
+        broker_epoch: i64,
+        since: Instant,
+    ) -> Result<(), ControllerError> {
+        let _guard = controller.topic_control.lock.lock().await;
+        if !self.is_expired(broker_id, since) {
+            return Ok(());
+        }
+        let current = current_registration(controller, broker_id)?;
+        if !current.is_some_and(|b| b.broker_epoch == broker_epoch && !b.fenced) {
+            return Ok(());
+        }
+        tracing::warn!(broker = broker_id, "broker session expired; fencing it");
+        let image = controller.image.borrow().clone();
+        let mut records = vec![MetadataRecord::FenceBroker {
+            broker_id,
+            broker_epoch,
+        }];
+        records.extend(changes_for_broker(
+            controller,
+            &image,
+            broker_id,
+            BrokerState::Gone,
+        ));
+        write_counted(controller, records).await?;
+        Ok(())
     }
 }
 
@@ -168,13 +239,12 @@ pub(super) async fn run_leader_duties(
                 tracing::warn!("writing the cluster id: {e}");
             }
         }
-        for (broker_id, broker_epoch) in controller.cluster_control.expired(&controller, since) {
-            tracing::warn!(broker = broker_id, "broker session expired; fencing it");
-            let fence = MetadataRecord::FenceBroker {
-                broker_id,
-                broker_epoch,
-            };
-            if let Err(e) = controller.write(vec![fence]).await {
+        let cluster_control = &controller.cluster_control;
+        for (broker_id, broker_epoch) in cluster_control.expired(&controller, since) {
+            if let Err(e) = cluster_control
+                .fence(&controller, broker_id, broker_epoch, since)
+                .await
+            {
                 tracing::warn!(broker = broker_id, "fencing: {e}");
             }
         }

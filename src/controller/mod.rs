@@ -7,6 +7,7 @@ pub mod broker_lifecycle;
 mod cluster_control;
 pub use cluster_control::random_cluster_id;
 pub mod raft;
+pub mod replication_control;
 mod server;
 pub mod topic_control;
 
@@ -24,8 +25,9 @@ use cluster_control::ClusterControl;
 use raft::log_store::{open_db, LogStore};
 use raft::network::{now_ms, Network, PeerContacts};
 use raft::rpc::{
-    BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerRequest,
-    ControllerResponse, PeerClient,
+    AlterPartitionReply, AlterPartitionRequest, BrokerHeartbeatReply, BrokerHeartbeatRequest,
+    BrokerRegistrationRequest, ControlledShutdownReply, ControllerRequest, ControllerResponse,
+    PeerClient,
 };
 use raft::state_machine::StateMachine;
 use raft::MetadataRaft;
@@ -68,6 +70,21 @@ pub enum ControllerError {
     NotController,
     #[error("stale broker epoch: {0}")]
     StaleBrokerEpoch(String),
+    /// AlterPartition from a leader whose leader epoch is not the current one.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// AlterPartition based on a stale partition epoch (KIP-497).
+    #[error("invalid update version: {0}")]
+    InvalidUpdateVersion(String),
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// AlterPartition from a broker that does not lead the partition.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    /// A proposed ISR names a fenced, unregistered or shutting-down broker or
+    /// a non-replica, or leaves out the leader (KIP-841).
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
     #[error("controller: {0}")]
     Internal(String),
 }
@@ -87,6 +104,14 @@ pub struct ControllerOptions {
     pub broker_session_timeout_ms: u64,
     /// Proposed as the cluster id if the log has none yet.
     pub cluster_id: Option<String>,
+    /// `auto.leader.rebalance.enable`: return leadership to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds: how often
+    /// the active controller runs its partition pass.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `unclean.leader.election.enable`: with no live ISR member, elect a live
+    /// replica outside the ISR (losing what only the ISR had).
+    pub unclean_leader_election_enable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +222,16 @@ impl Controller {
         ));
         tokio::spawn(cluster_control::run_leader_duties(
             controller.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(replication_control::run_partition_duties(
+            controller.clone(),
+            Duration::from_millis(
+                controller
+                    .options
+                    .leader_imbalance_check_interval_ms
+                    .max(100),
+            ),
             shutdown_rx.clone(),
         ));
         tokio::spawn(export_raft_metrics(controller.clone(), shutdown_rx));
@@ -329,6 +364,37 @@ impl Controller {
         }
     }
 
+    /// A partition leader's ISR change (Kafka's AlterPartition): refused
+    /// unless the broker epoch, leader epoch and partition epoch are the
+    /// current ones and every new ISR member is eligible. Returns the
+    /// partition's state after the change.
+    pub async fn alter_partition(
+        &self,
+        req: AlterPartitionRequest,
+    ) -> Result<AlterPartitionReply, ControllerError> {
+        match self.route(ControllerRequest::AlterPartition(req)).await? {
+            ControllerResponse::AlterPartition(r) => r,
+            _ => Err(unexpected("AlterPartition")),
+        }
+    }
+
+    /// Asks the active controller to move `broker_id`'s leaderships to other
+    /// ISR members and take it out of ISRs (Kafka's controlled shutdown).
+    pub async fn controlled_shutdown(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<ControlledShutdownReply, ControllerError> {
+        let req = ControllerRequest::ControlledShutdown {
+            broker_id,
+            broker_epoch,
+        };
+        match self.route(req).await? {
+            ControllerResponse::ControlledShutdown(r) => r,
+            _ => Err(unexpected("ControlledShutdown")),
+        }
+    }
+
     /// Waits until this node's image holds metadata offset `offset` (a
     /// change the active controller reported), up to `timeout`. Returns the
     /// image either way; the caller checks what it needs.
@@ -430,6 +496,15 @@ impl Controller {
             ControllerRequest::AlterTopicConfigs(r) => ControllerResponse::AlterTopicConfigs(
                 self.topic_control.alter_topic_configs(self, r).await,
             ),
+            ControllerRequest::AlterPartition(r) => ControllerResponse::AlterPartition(
+                replication_control::alter_partition(self, r).await,
+            ),
+            ControllerRequest::ControlledShutdown {
+                broker_id,
+                broker_epoch,
+            } => ControllerResponse::ControlledShutdown(
+                replication_control::controlled_shutdown(self, broker_id, broker_epoch).await,
+            ),
         }
     }
 
@@ -530,6 +605,8 @@ fn response_error(resp: &ControllerResponse) -> Option<&ControllerError> {
         ControllerResponse::DeleteTopics(Err(e)) => Some(e),
         ControllerResponse::CreatePartitions(Err(e)) => Some(e),
         ControllerResponse::AlterTopicConfigs(Err(e)) => Some(e),
+        ControllerResponse::AlterPartition(Err(e)) => Some(e),
+        ControllerResponse::ControlledShutdown(Err(e)) => Some(e),
         _ => None,
     }
 }
@@ -566,6 +643,15 @@ async fn export_raft_metrics(controller: Arc<Controller>, mut shutdown: watch::R
             metrics::gauge!("fjord_controller_brokers_registered")
                 .set(img.cluster.brokers.len() as f64);
             metrics::gauge!("fjord_controller_brokers_fenced").set(fenced as f64);
+            // As Kafka's controller metrics: only the active controller reports.
+            let counts = if controller.is_leader() {
+                replication_control::partition_counts(&img)
+            } else {
+                Default::default()
+            };
+            metrics::gauge!("fjord_controller_offline_partitions").set(counts.offline as f64);
+            metrics::gauge!("fjord_controller_under_replicated_partitions")
+                .set(counts.under_replicated as f64);
         }
         tokio::select! {
             r = raft_metrics.changed() => if r.is_err() { return },

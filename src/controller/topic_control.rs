@@ -27,9 +27,6 @@ pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
 /// Kafka's own metadata topic; it cannot be created as a user topic.
 const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
-/// Until replication lands (issue 4) every partition has one replica.
-pub const MAX_REPLICATION_FACTOR: i16 = 1;
-
 /// Why one topic's change was refused; the Kafka handlers map each kind to
 /// its error code.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,18 +264,34 @@ fn active_brokers(image: &MetadataImage) -> Vec<i32> {
         .collect()
 }
 
-fn partition_records(topic_id: Uuid, first: i32, replicas: Vec<Vec<i32>>) -> Vec<MetadataRecord> {
+/// New partitions: the first replica leads, and the ISR is the replicas
+/// that are active now (Kafka's rule), so a fenced broker named in a manual
+/// assignment joins only once it has caught up.
+fn partition_records(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    first: i32,
+    replicas: Vec<Vec<i32>>,
+) -> Vec<MetadataRecord> {
     replicas
         .into_iter()
         .zip(first..)
-        .map(|(replicas, partition_id)| MetadataRecord::Partition {
-            topic_id,
-            partition_id,
-            isr: replicas.clone(),
-            leader: replicas.first().copied().unwrap_or(-1),
-            replicas,
-            leader_epoch: 0,
-            partition_epoch: 0,
+        .map(|(replicas, partition_id)| {
+            let leader = replicas.first().copied().unwrap_or(-1);
+            let isr = replicas
+                .iter()
+                .copied()
+                .filter(|r| *r == leader || image.cluster.is_active(*r))
+                .collect();
+            MetadataRecord::Partition {
+                topic_id,
+                partition_id,
+                isr,
+                leader,
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }
         })
         .collect()
 }
@@ -288,12 +301,6 @@ fn check_replication_factor(rf: i16, active: usize) -> Result<(), TopicError> {
         return refuse(
             TopicErrorKind::InvalidReplicationFactor,
             format!("Replication factor must be larger than 0, got {rf}."),
-        );
-    }
-    if rf > MAX_REPLICATION_FACTOR {
-        return refuse(
-            TopicErrorKind::InvalidReplicationFactor,
-            "replication factor above 1 is not supported yet",
         );
     }
     if usize::try_from(rf).unwrap_or(usize::MAX) > active {
@@ -325,12 +332,6 @@ fn check_assignment(
             replicas.len()
         ));
     }
-    if replicas.len() > MAX_REPLICATION_FACTOR as usize {
-        return refuse(
-            TopicErrorKind::InvalidReplicationFactor,
-            "replication factor above 1 is not supported yet",
-        );
-    }
     let mut seen = BTreeSet::new();
     for id in replicas {
         if !seen.insert(id) {
@@ -355,9 +356,9 @@ fn check_assignment(
     Ok(())
 }
 
-/// Live replicas lead: the first unfenced one goes first, and the ISR is the live ones.
+/// Live replicas lead: the first active one goes first.
 fn with_live_leader(image: &MetadataImage, replicas: Vec<i32>) -> Vec<i32> {
-    let live = |id: &i32| image.cluster.brokers.get(id).is_some_and(|b| !b.fenced);
+    let live = |id: &i32| image.cluster.is_active(*id);
     let mut ordered: Vec<i32> = replicas.iter().copied().filter(live).collect();
     ordered.extend(replicas.iter().copied().filter(|id| !live(id)));
     ordered
@@ -402,8 +403,11 @@ fn config_records(topic: &str, configs: &BTreeMap<String, Option<String>>) -> Ve
 }
 
 pub(super) struct TopicControl {
-    /// Held across validate + propose; see the module docs.
-    lock: Mutex<()>,
+    /// Held across validate + propose; see the module docs. Partition
+    /// leadership and ISR changes (`replication_control`) and broker
+    /// fencing take it too, so every partition change is judged against an
+    /// image that holds the previous one.
+    pub(super) lock: Mutex<()>,
 }
 
 impl TopicControl {
@@ -476,7 +480,7 @@ impl TopicControl {
                         name: t.name.clone(),
                         topic_id,
                     });
-                    records.extend(partition_records(topic_id, 0, replicas));
+                    records.extend(partition_records(&image, topic_id, 0, replicas));
                     let configs = configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
                     records.extend(config_records(&t.name, &configs));
                     topics.push(CreatedTopic {
@@ -764,7 +768,7 @@ impl TopicControl {
                 replicas
             }
         };
-        Ok(partition_records(topic.topic_id, current, replicas))
+        Ok(partition_records(image, topic.topic_id, current, replicas))
     }
 
     pub(super) async fn alter_topic_configs(
@@ -971,6 +975,7 @@ mod tests {
                         endpoints: vec![],
                         rack: None,
                         fenced: *fenced,
+                        in_controlled_shutdown: false,
                     },
                 )
             })
@@ -1001,12 +1006,10 @@ mod tests {
 
     #[test]
     fn replication_factor_checks() {
-        let too_many = check_replication_factor(2, 3).unwrap_err();
+        assert_eq!(check_replication_factor(3, 3), Ok(()));
+        let too_many = check_replication_factor(4, 3).unwrap_err();
         assert_eq!(too_many.kind, TopicErrorKind::InvalidReplicationFactor);
-        assert_eq!(
-            too_many.message,
-            "replication factor above 1 is not supported yet"
-        );
+        assert!(too_many.message.contains("only 3 broker(s)"), "{too_many}");
         let none = check_replication_factor(1, 0).unwrap_err();
         assert!(none.message.contains("only 0 broker(s)"), "{none}");
         assert_eq!(
@@ -1028,9 +1031,17 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
-        let e = check_assignment(&image, 0, &[1, 2], None).unwrap_err();
-        assert_eq!(e.kind, TopicErrorKind::InvalidReplicationFactor);
+        // A fenced replica may be named as long as a live one can lead.
+        assert_eq!(check_assignment(&image, 0, &[2, 1], None), Ok(()));
         assert_eq!(with_live_leader(&image, vec![2, 1]), [1, 2]);
+        // It leads only when live, and joins the ISR once it has caught up.
+        let records = partition_records(&image, Uuid::nil(), 0, vec![vec![1, 2]]);
+        match &records[0] {
+            MetadataRecord::Partition { leader, isr, .. } => {
+                assert_eq!((*leader, isr.clone()), (1, vec![1]));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn change(name: &str, op: AlterConfigOp, value: Option<&str>) -> ConfigChange {
@@ -1190,9 +1201,11 @@ mod tests {
             TopicErrorKind::InvalidPartitions
         );
         assert_eq!(
-            kind(plan("t", 1, 2, vec![])),
+            kind(plan("t", 1, 3, vec![])),
             TopicErrorKind::InvalidReplicationFactor
         );
+        let (replicas, _) = plan("replicated", 2, 2, vec![]).unwrap();
+        assert_eq!(replicas, [vec![1, 2], vec![2, 1]]);
         assert_eq!(
             kind(plan("t", 1, 1, vec![("x".into(), Some("1".into()))])),
             TopicErrorKind::InvalidConfig

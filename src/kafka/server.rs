@@ -268,6 +268,9 @@ mod tests {
                 log_keep_entries: 10_000,
                 broker_session_timeout_ms: 5_000,
                 cluster_id: Some("kafka-server-test".into()),
+                auto_leader_rebalance_enable: true,
+                leader_imbalance_check_interval_ms: 10_000,
+                unclean_leader_election_enable: false,
             };
             let controller = Controller::start(options, raft_listener).await.unwrap();
             let kafka = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,6 +287,12 @@ mod tests {
                 }],
                 rack: None,
                 heartbeat_interval: Duration::from_millis(100),
+                lease: Arc::new(
+                    crate::controller::broker_lifecycle::BrokerLease::new(
+                        Duration::from_millis(5_000),
+                        controller.image(),
+                    ),
+                ),
             };
             tokio::spawn(lifecycle.run(controller.clone(), shutdown_rx.clone()));
             let ctx = Arc::new(BrokerContext {

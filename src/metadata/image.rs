@@ -26,11 +26,21 @@ pub struct BrokerRegistration {
     #[serde(default)]
     pub rack: Option<String>,
     pub fenced: bool,
+    /// The broker asked to shut down (Kafka's `inControlledShutdown`): still
+    /// serving, but no longer chosen to lead or to join an ISR.
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
 }
 
 impl BrokerRegistration {
     pub fn endpoint(&self, listener: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == listener)
+    }
+
+    /// Unfenced and not shutting down: may lead and join ISRs (Kafka's
+    /// `ClusterControlManager.isActive`).
+    pub fn is_active(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
     }
 }
 
@@ -40,8 +50,19 @@ pub struct ClusterImage {
 }
 
 impl ClusterImage {
+    /// Brokers that may lead and take new replicas: unfenced and not in
+    /// controlled shutdown.
     pub fn active_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| b.is_active())
+    }
+
+    /// Brokers the controller still expects heartbeats from.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    pub fn is_active(&self, broker_id: i32) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| b.is_active())
     }
 }
 
@@ -158,6 +179,7 @@ impl MetadataDelta {
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
                         fenced: *fenced,
+                        in_controlled_shutdown: false,
                     },
                 );
                 self.changed_brokers.push(*broker_id);
@@ -181,6 +203,20 @@ impl MetadataDelta {
                 broker_id,
                 broker_epoch,
             } => self.set_fenced(*broker_id, *broker_epoch, false),
+            MetadataRecord::BrokerInControlledShutdown {
+                broker_id,
+                broker_epoch,
+            } => {
+                if self.broker_epoch_matches(*broker_id, *broker_epoch) {
+                    if let Some(b) = Arc::make_mut(&mut self.image.cluster)
+                        .brokers
+                        .get_mut(broker_id)
+                    {
+                        b.in_controlled_shutdown = true;
+                        self.changed_brokers.push(*broker_id);
+                    }
+                }
+            }
             MetadataRecord::Topic { name, topic_id } => {
                 let topics = Arc::make_mut(&mut image.topics);
                 topics.ids_by_name.insert(name.clone(), *topic_id);

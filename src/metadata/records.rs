@@ -67,6 +67,13 @@ pub enum MetadataRecord {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// The broker asked to shut down; it stays registered and unfenced until
+    /// its session ends, but leads nothing it can hand over (Kafka's
+    /// `BrokerRegistrationChangeRecord` with `inControlledShutdown`).
+    BrokerInControlledShutdown {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
     Topic {
         name: String,
         topic_id: Uuid,

@@ -47,7 +47,7 @@ def test_kafka_python_creates_describes_grows_and_deletes(three_nodes):
         with pytest.raises(TopicAlreadyExistsError):
             admin.create_topics([NewTopic("kp-orders", 3, 1)])
         with pytest.raises(InvalidReplicationFactorError):
-            admin.create_topics([NewTopic("kp-replicated", 1, 3)])
+            admin.create_topics([NewTopic("kp-overreplicated", 1, 4)])
 
         configs = topic_configs(admin, "kp-orders")
         assert configs["retention.ms"]["value"] == "60000", configs

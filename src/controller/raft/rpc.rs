@@ -43,6 +43,43 @@ pub struct BrokerHeartbeatRequest {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BrokerHeartbeatReply {
     pub is_fenced: bool,
+    /// When this heartbeat unfenced the broker, the metadata offset of the
+    /// unfence: the broker must replay up to it (and so see every election
+    /// made while it was away) before it acts as a leader again. 0 otherwise.
+    #[serde(default)]
+    pub metadata_offset: u64,
+}
+
+/// An ISR change proposed by a partition leader (Kafka's AlterPartition,
+/// API 56, carried on the controller listener).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AlterPartitionRequest {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    /// KIP-497: the partition epoch the leader's view is based on; a stale
+    /// one is refused (INVALID_UPDATE_VERSION).
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// The partition's state after the change.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionReply {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlledShutdownReply {
+    /// The offset holding the hand-over (or the one it was judged at).
+    pub metadata_offset: u64,
+    /// Partitions the broker still leads that another ISR member could take.
+    pub leaderships_left: usize,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -59,6 +96,12 @@ pub enum ControllerRequest {
     DeleteTopics(Vec<TopicRef>),
     CreatePartitions(CreatePartitionsRequest),
     AlterTopicConfigs(AlterTopicConfigsRequest),
+    AlterPartition(AlterPartitionRequest),
+    /// The broker is about to stop: move its leaderships to other ISR members.
+    ControlledShutdown {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -76,6 +119,8 @@ pub enum ControllerResponse {
     DeleteTopics(Result<DeleteTopicsReply, ControllerError>),
     CreatePartitions(Result<NamedResults, ControllerError>),
     AlterTopicConfigs(Result<NamedResults, ControllerError>),
+    AlterPartition(Result<AlterPartitionReply, ControllerError>),
+    ControlledShutdown(Result<ControlledShutdownReply, ControllerError>),
 }
 
 #[derive(Debug, thiserror::Error)]

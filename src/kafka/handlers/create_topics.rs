@@ -72,6 +72,8 @@ pub(crate) fn admin_error_code(error: &ControllerError) -> ResponseError {
         ControllerError::StaleBrokerEpoch(_) | ControllerError::Internal(_) => {
             ResponseError::UnknownServerError
         }
+        // Partition-change refusals; admin requests never get them.
+        other => super::controller_error_code(other),
     }
 }
 
