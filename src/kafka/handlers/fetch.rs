@@ -19,7 +19,7 @@ use futures::future::select_all;
 use futures::Future;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
@@ -31,7 +31,8 @@ use super::{partition_error_code, RequestShape};
 use crate::kafka::array_guard::{Field, Shape};
 use crate::kafka::BrokerContext;
 use crate::metadata::MetadataImage;
-use crate::replication::PartitionError;
+use crate::replication::{FetchOutcome, PartitionError};
+use crate::storage::ReadInfo;
 
 impl RequestShape for FetchRequest {
     /// Fields up to `forgotten_topics_data`, which changed shape often:
@@ -121,6 +122,14 @@ impl RequestShape for FetchRequest {
     }
 }
 
+/// Who fetches: consumers see committed records; followers (a replica id)
+/// read to the log end, and their fetch offset is their progress.
+#[derive(Clone, Copy)]
+enum Reader {
+    Consumer { read_committed: bool },
+    Follower(i32),
+}
+
 /// KIP-227's epoch for a request that wants no session.
 const FINAL_EPOCH: i32 = -1;
 
@@ -139,19 +148,23 @@ pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) ->
         i32::MAX as usize
     };
     let read_committed = request.isolation_level == 1;
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let reader = if replica_id >= 0 {
+        Reader::Follower(replica_id)
+    } else {
+        Reader::Consumer { read_committed }
+    };
     let image = ctx.image.borrow().clone();
     // Subscribed before the first read, so an append between the read and
     // the wait is not missed.
-    let mut watches = subscribe(ctx, &image, &request.topics, version);
+    let mut watches = subscribe(ctx, &image, &request.topics, version, reader);
     loop {
-        let (responses, bytes, errors) = read_all(
-            ctx,
-            &image,
-            &request.topics,
-            version,
-            max_bytes,
-            read_committed,
-        );
+        let (responses, bytes, errors) =
+            read_all(ctx, &image, &request.topics, version, max_bytes, reader);
         let now = Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || watches.is_empty() {
             metrics::counter!("fjord_fetch_bytes_total").increment(bytes as u64);
@@ -191,6 +204,7 @@ fn subscribe(
     image: &MetadataImage,
     topics: &[FetchTopic],
     version: i16,
+    reader: Reader,
 ) -> Vec<watch::Receiver<i64>> {
     let mut watches = Vec::new();
     for topic in topics {
@@ -199,7 +213,10 @@ fn subscribe(
         };
         for p in &topic.partitions {
             if let Some(partition) = ctx.replicas.partition(t.topic_id, p.partition) {
-                let mut rx = partition.log.subscribe();
+                let mut rx = match reader {
+                    Reader::Consumer { .. } => partition.log.subscribe(),
+                    Reader::Follower(_) => partition.log.subscribe_log_end(),
+                };
                 rx.borrow_and_update();
                 watches.push(rx);
             }
@@ -234,7 +251,7 @@ fn read_all(
     topics: &[FetchTopic],
     version: i16,
     max_bytes: usize,
-    read_committed: bool,
+    reader: Reader,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
@@ -254,7 +271,7 @@ fn read_all(
                 }
                 Some(t) => {
                     let room = max_bytes.saturating_sub(total);
-                    let data = read_partition(ctx, t.topic_id, p, room, total == 0, read_committed);
+                    let data = read_partition(ctx, t.topic_id, p, room, total == 0, reader);
                     total += data.records.as_ref().map_or(0, |r| r.len());
                     if data.error_code != 0 {
                         let leader = t.partitions.get(&p.partition);
@@ -292,26 +309,51 @@ fn read_partition(
     p: &FetchPartition,
     room: usize,
     first: bool,
-    read_committed: bool,
+    reader: Reader,
 ) -> PartitionData {
     let max = room.min(p.partition_max_bytes.max(0) as usize);
-    match ctx.replicas.read(
-        topic_id,
-        p.partition,
-        p.fetch_offset,
-        max,
-        p.current_leader_epoch,
-        first,
-    ) {
-        Ok(info) => PartitionData::default()
-            .with_partition_index(p.partition)
-            .with_high_watermark(info.high_watermark)
-            // No transactions yet: everything committed is stable.
-            .with_last_stable_offset(info.high_watermark)
-            .with_log_start_offset(info.log_start_offset)
-            .with_aborted_transactions(read_committed.then(Vec::new))
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(info.records)),
+    let outcome = match reader {
+        Reader::Consumer { .. } => ctx.replicas.read(
+            topic_id,
+            p.partition,
+            p.fetch_offset,
+            max,
+            p.current_leader_epoch,
+            p.last_fetched_epoch,
+            first,
+        ),
+        Reader::Follower(replica_id) => ctx.replicas.follower_fetch(
+            topic_id,
+            p.partition,
+            replica_id,
+            p.fetch_offset,
+            p.current_leader_epoch,
+            p.last_fetched_epoch,
+            max,
+            first,
+        ),
+    };
+    let read_committed = matches!(
+        reader,
+        Reader::Consumer {
+            read_committed: true
+        }
+    );
+    match outcome {
+        Ok(FetchOutcome::Records(info)) => {
+            partition_data(p.partition, &info, read_committed).with_records(Some(info.records))
+        }
+        Ok(FetchOutcome::Diverging {
+            epoch,
+            end_offset,
+            info,
+        }) => partition_data(p.partition, &info, read_committed)
+            .with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset),
+            )
+            .with_records(Some(bytes::Bytes::new())),
         Err(e) => {
             let mut data = error_partition(p.partition, partition_error_code(&e));
             if let PartitionError::Log(crate::storage::LogError::OffsetOutOfRange {
@@ -328,6 +370,17 @@ fn read_partition(
             data
         }
     }
+}
+
+fn partition_data(partition: i32, info: &ReadInfo, read_committed: bool) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_high_watermark(info.high_watermark)
+        // No transactions yet: everything committed is stable.
+        .with_last_stable_offset(info.high_watermark)
+        .with_log_start_offset(info.log_start_offset)
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_preferred_read_replica(BrokerId(-1))
 }
 
 fn error_partition(partition: i32, code: ResponseError) -> PartitionData {

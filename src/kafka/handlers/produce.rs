@@ -3,6 +3,8 @@
 //! with its own Kafka error; a bad batch never closes the connection.
 //! With `acks=0` Kafka sends no response at all.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
@@ -40,26 +42,33 @@ impl RequestShape for ProduceRequest {
     }
 }
 
-/// The response, or `None` for `acks=0`.
-pub fn handle(
+/// The response, or `None` for `acks=0`. With `acks=all` every partition
+/// is appended first, then the answer waits for all of them together.
+pub async fn handle(
     ctx: &BrokerContext,
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
     let image = ctx.image.borrow().clone();
     let acks = request.acks;
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
+    let mut waits = Vec::new();
+    for (t, topic) in request.topic_data.into_iter().enumerate() {
         let found = if version >= 13 {
             image.topics.by_id.get(&topic.topic_id)
         } else {
             image.topics.get(topic.name.as_str())
         };
-        let partition_responses = topic
-            .partition_data
-            .into_iter()
-            .map(|p| produce_partition(ctx, found, acks, p))
-            .collect();
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for (i, data) in topic.partition_data.into_iter().enumerate() {
+            let index = data.index;
+            let (response, appended) = produce_partition(ctx, found, acks, data);
+            if let (Some(last_offset), Some(topic), -1) = (appended, found, acks) {
+                waits.push((t, i, topic.topic_id, index, last_offset));
+            }
+            partition_responses.push(response);
+        }
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic.name)
@@ -67,15 +76,34 @@ pub fn handle(
                 .with_partition_responses(partition_responses),
         );
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    if acks == 0 {
+        return None;
+    }
+    let results = futures::future::join_all(waits.iter().map(|(_, _, topic_id, index, last)| {
+        ctx.replicas.wait_for_isr(*topic_id, *index, *last, timeout)
+    }))
+    .await;
+    for ((t, i, ..), result) in waits.into_iter().zip(results) {
+        if let Err(e) = result {
+            let code = partition_error_code(&e);
+            metrics::counter!("fjord_produce_partition_errors_total", "error" => format!("{code:?}"))
+                .increment(1);
+            let r = &mut responses[t].partition_responses[i];
+            r.error_code = code.code();
+            r.error_message = Some(e.to_string().into());
+            r.base_offset = -1;
+        }
+    }
+    Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// The partition's response, and the last offset appended if it was.
 fn produce_partition(
     ctx: &BrokerContext,
     topic: Option<&TopicImage>,
     acks: i16,
     data: PartitionProduceData,
-) -> PartitionProduceResponse {
+) -> (PartitionProduceResponse, Option<i64>) {
     let index = data.index;
     let response = PartitionProduceResponse::default()
         .with_index(index)
@@ -91,15 +119,21 @@ fn produce_partition(
             .with_error_message(Some(message.into()))
     };
     let Some(topic) = topic else {
-        return fail(
-            ResponseError::UnknownTopicOrPartition,
-            "this topic does not exist".into(),
+        return (
+            fail(
+                ResponseError::UnknownTopicOrPartition,
+                "this topic does not exist".into(),
+            ),
+            None,
         );
     };
     let Some(registration) = topic.partitions.get(&index) else {
-        return fail(
-            ResponseError::UnknownTopicOrPartition,
-            format!("{} has no partition {index}", topic.name),
+        return (
+            fail(
+                ResponseError::UnknownTopicOrPartition,
+                format!("{} has no partition {index}", topic.name),
+            ),
+            None,
         );
     };
     let leader = || {
@@ -108,38 +142,29 @@ fn produce_partition(
             .with_leader_epoch(registration.leader_epoch)
     };
     let Some(records) = data.records.filter(|r| !r.is_empty()) else {
-        return fail(ResponseError::InvalidRecord, "no records".into());
+        return (
+            fail(ResponseError::InvalidRecord, "no records".into()),
+            None,
+        );
     };
-    if acks == -1 {
-        let min_isr = ctx
-            .replicas
-            .partition(topic.topic_id, index)
-            .map_or(1, |p| p.log.config().min_insync_replicas);
-        if (registration.isr.len() as i32) < min_isr {
-            return fail(
-                ResponseError::NotEnoughReplicas,
-                format!(
-                    "{} in-sync replicas, min.insync.replicas is {min_isr}",
-                    registration.isr.len()
-                ),
-            );
-        }
-    }
     match ctx
         .replicas
-        .append_records(topic.topic_id, index, to_vec(records))
+        .append_records(topic.topic_id, index, to_vec(records), acks)
     {
-        Ok(info) => response
-            .with_base_offset(info.base_offset)
-            .with_log_append_time_ms(info.log_append_time)
-            .with_log_start_offset(info.log_start_offset),
+        Ok(info) => (
+            response
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(info.log_append_time)
+                .with_log_start_offset(info.log_start_offset),
+            Some(info.last_offset),
+        ),
         Err(e) => {
             let code = partition_error_code(&e);
             let mut failed = fail(code, e.to_string());
             if matches!(e, PartitionError::NotLeader { .. }) {
                 failed = failed.with_current_leader(leader());
             }
-            failed
+            (failed, None)
         }
     }
 }
