@@ -14,12 +14,14 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Listener};
 use crate::controller::broker_lifecycle::{self, BrokerLease, BrokerLifecycle};
+use crate::controller::raft::rpc::AlterPartitionRequest;
 use crate::controller::{Controller, ControllerOptions, StartError};
 use crate::kafka::BrokerContext;
 use crate::metadata::Endpoint;
-use crate::replication::ReplicaManager;
+use crate::replication::{IsrChannel, IsrUpdate, IsrUpdated, Liveness, ReplicaManager};
 use crate::storage::meta_properties::{self, MetaPropertiesError};
 use crate::storage::LogManager;
+use futures::future::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -139,12 +141,10 @@ pub async fn start_with_listeners(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let incarnation_id = uuid::Uuid::new_v4();
-    let replicas = Arc::new(ReplicaManager::new(
-        config.node_id,
-        incarnation_id,
-        config.clone(),
-        logs.clone(),
-    ));
+    let replicas = Arc::new(
+        ReplicaManager::new(config.node_id, incarnation_id, config.clone(), logs.clone())
+            .with_controller(Arc::new(ControllerIsr(controller.clone())), lease.clone()),
+    );
     // Not in `tasks`: these stop after the listener, in `shutdown`.
     let (storage_shutdown, storage_shutdown_rx) = watch::channel(false);
     let storage_tasks = vec![
@@ -235,6 +235,43 @@ impl RunningNode {
         let _ = tokio::task::spawn_blocking(move || logs.flush_all()).await;
         self.controller.shutdown().await;
         tracing::info!(node_id = self.config.node_id, "fjord node stopped");
+    }
+}
+
+/// Leaders' ISR changes go to the active controller.
+struct ControllerIsr(Arc<Controller>);
+
+impl IsrChannel for ControllerIsr {
+    fn alter_partition(&self, u: IsrUpdate) -> BoxFuture<'static, Result<IsrUpdated, String>> {
+        let controller = self.0.clone();
+        Box::pin(async move {
+            let request = AlterPartitionRequest {
+                broker_id: u.broker_id,
+                broker_epoch: u.broker_epoch,
+                topic_id: u.topic_id,
+                partition: u.partition,
+                leader_epoch: u.leader_epoch,
+                partition_epoch: u.partition_epoch,
+                new_isr: u.new_isr,
+            };
+            controller
+                .alter_partition(request)
+                .await
+                .map(|r| IsrUpdated {
+                    leader: r.leader,
+                    leader_epoch: r.leader_epoch,
+                    partition_epoch: r.partition_epoch,
+                    isr: r.isr,
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A broker leads only while its controller session is alive.
+impl Liveness for BrokerLease {
+    fn is_active(&self) -> bool {
+        BrokerLease::is_active(self)
     }
 }
 

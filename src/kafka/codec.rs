@@ -30,6 +30,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::Fetch, VersionRange { min: 4, max: 16 }),
     (ApiKey::ListOffsets, VersionRange { min: 1, max: 8 }),
     (ApiKey::DeleteRecords, VersionRange { min: 0, max: 2 }),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        VersionRange { min: 2, max: 4 },
+    ),
     (ApiKey::CreateTopics, VersionRange { min: 2, max: 7 }),
     (ApiKey::DeleteTopics, VersionRange { min: 1, max: 6 }),
     (ApiKey::CreatePartitions, VersionRange { min: 0, max: 3 }),

@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use bytes::Bytes;
@@ -31,7 +32,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -61,6 +63,7 @@ pub enum ServedRequest {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     DeleteRecords(DeleteRecordsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
@@ -84,6 +87,9 @@ impl ServedRequest {
             ApiKey::Produce => decode_body(api, version, body).map(Self::Produce),
             ApiKey::Fetch => decode_body(api, version, body).map(Self::Fetch),
             ApiKey::ListOffsets => decode_body(api, version, body).map(Self::ListOffsets),
+            ApiKey::OffsetForLeaderEpoch => {
+                decode_body(api, version, body).map(Self::OffsetForLeaderEpoch)
+            }
             ApiKey::DeleteRecords => decode_body(api, version, body).map(Self::DeleteRecords),
             ApiKey::CreateTopics => decode_body(api, version, body).map(Self::CreateTopics),
             ApiKey::DeleteTopics => decode_body(api, version, body).map(Self::DeleteTopics),
@@ -168,7 +174,7 @@ async fn dispatch(
             let response = describe_quorum::handle(&ctx.controller, req, version).await;
             reply(header, ApiKey::DescribeQuorum, version, &response)
         }
-        ServedRequest::Produce(req) => match produce::handle(ctx, req, version) {
+        ServedRequest::Produce(req) => match produce::handle(ctx, req, version).await {
             Some(response) => reply(header, ApiKey::Produce, version, &response),
             // acks=0: Kafka answers nothing at all.
             None => Ok(Reply {
@@ -179,6 +185,10 @@ async fn dispatch(
         ServedRequest::Fetch(req) => {
             let response = fetch::handle(ctx, req, version).await;
             reply(header, ApiKey::Fetch, version, &response)
+        }
+        ServedRequest::OffsetForLeaderEpoch(req) => {
+            let response = offset_for_leader_epoch::handle(ctx, req, version);
+            reply(header, ApiKey::OffsetForLeaderEpoch, version, &response)
         }
         ServedRequest::ListOffsets(req) => {
             let response = list_offsets::handle(ctx, req, version);
@@ -262,7 +272,12 @@ macro_rules! no_top_level_error_code {
 }
 
 // Errors in these are per partition.
-no_top_level_error_code!(ProduceResponse, ListOffsetsResponse, DeleteRecordsResponse);
+no_top_level_error_code!(
+    ProduceResponse,
+    ListOffsetsResponse,
+    DeleteRecordsResponse,
+    OffsetForLeaderEpochResponse,
+);
 no_top_level_error_code!(
     CreateTopicsResponse,
     DeleteTopicsResponse,
@@ -283,6 +298,11 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         PartitionError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        PartitionError::Timeout(_) => ResponseError::RequestTimedOut,
         PartitionError::Log(LogError::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         PartitionError::Log(LogError::Batch(batch)) => match batch {
             BatchError::Truncated(_) | BatchError::BadLength(_) | BatchError::BadCrc { .. } => {
@@ -483,6 +503,9 @@ pub(crate) mod tests {
                     ApiKey::Produce => encoded(&sample_produce(version), version),
                     ApiKey::Fetch => encoded(&sample_fetch(version), version),
                     ApiKey::ListOffsets => encoded(&sample_list_offsets(), version),
+                    ApiKey::OffsetForLeaderEpoch => {
+                        encoded(&sample_offset_for_leader_epoch(), version)
+                    }
                     ApiKey::DeleteRecords => encoded(&sample_delete_records(), version),
                     ApiKey::CreateTopics => encoded(&create_topics::request(), version),
                     ApiKey::DeleteTopics => encoded(&delete_topics::request(version), version),
@@ -562,6 +585,18 @@ pub(crate) mod tests {
         ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
             .with_name(kafka_protocol::messages::TopicName(str_bytes("t")))
             .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-2); 2])])
+    }
+
+    fn sample_offset_for_leader_epoch() -> OffsetForLeaderEpochRequest {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(kafka_protocol::messages::TopicName(str_bytes("t")))
+            .with_partitions(vec![
+                OffsetForLeaderPartition::default().with_leader_epoch(3);
+                2
+            ])])
     }
 
     fn sample_delete_records() -> DeleteRecordsRequest {
