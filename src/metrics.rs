@@ -77,6 +77,22 @@ fn describe() {
         "fjord_controller_brokers_fenced",
         "Registered brokers that are fenced"
     );
+    describe_gauge!(
+        "fjord_controller_offline_partitions",
+        "Partitions without a leader (no live in-sync replica); active controller only"
+    );
+    describe_gauge!(
+        "fjord_controller_under_replicated_partitions",
+        "Partitions whose ISR is smaller than their replica set; active controller only"
+    );
+    describe_counter!(
+        "fjord_controller_leader_elections_total",
+        "Partition leader changes this node wrote as active controller (fence, shutdown, preferred, recovery)"
+    );
+    describe_counter!(
+        "fjord_controller_isr_changes_total",
+        "Partition ISR changes this node wrote as active controller (AlterPartition and broker changes)"
+    );
     describe_counter!(
         "fjord_broker_heartbeats_total",
         "Heartbeats this broker sent and the controller accepted"

@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::Serialize;
 
+use kafka_protocol::messages::MetadataResponse;
+
 use crate::client::{ClientError, KafkaClient};
 use crate::controller::raft::network::now_ms;
 
@@ -33,6 +35,32 @@ pub struct ClusterStatus {
     pub high_watermark: i64,
     pub voters: Vec<VoterStatus>,
     pub brokers: Vec<BrokerStatus>,
+    pub partitions: PartitionSummary,
+}
+
+/// Partition health as the brokers' metadata image reports it.
+#[derive(Serialize, Debug, PartialEq, Default)]
+pub struct PartitionSummary {
+    pub total: usize,
+    /// ISR smaller than the replica set.
+    pub under_replicated: usize,
+    /// No leader: no live in-sync replica.
+    pub offline: usize,
+}
+
+/// Counts a Metadata answer's partitions (a topic-level error has none).
+pub fn summarize(metadata: &MetadataResponse) -> PartitionSummary {
+    let mut summary = PartitionSummary::default();
+    for p in metadata.topics.iter().flat_map(|t| &t.partitions) {
+        summary.total += 1;
+        if p.isr_nodes.len() < p.replica_nodes.len() {
+            summary.under_replicated += 1;
+        }
+        if p.leader_id.0 < 0 {
+            summary.offline += 1;
+        }
+    }
+    summary
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -91,6 +119,7 @@ pub async fn status(bootstrap: &str, timeout: Duration) -> Result<ClusterStatus,
     let mut client = KafkaClient::connect(bootstrap, timeout).await?;
     let quorum = client.describe_quorum().await?;
     let cluster = client.describe_cluster().await?;
+    let partitions = summarize(&client.metadata(None).await?);
     let partition = quorum
         .topics
         .first()
@@ -144,6 +173,7 @@ pub async fn status(bootstrap: &str, timeout: Duration) -> Result<ClusterStatus,
         high_watermark: partition.high_watermark,
         voters,
         brokers,
+        partitions,
     })
 }
 
@@ -169,5 +199,46 @@ fn print_text(s: &ClusterStatus) {
     println!("brokers:");
     for b in &s.brokers {
         println!("  {:>4}  {}:{}  {}", b.id, b.host, b.port, b.state);
+    }
+    let p = &s.partitions;
+    println!(
+        "partitions:        {} ({} under-replicated, {} offline)",
+        p.total, p.under_replicated, p.offline
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::BrokerId;
+
+    use super::*;
+
+    #[test]
+    fn partitions_are_counted_as_under_replicated_and_offline() {
+        let partition = |leader: i32, isr: &[i32]| {
+            MetadataResponsePartition::default()
+                .with_leader_id(BrokerId(leader))
+                .with_replica_nodes(vec![BrokerId(1), BrokerId(2), BrokerId(3)])
+                .with_isr_nodes(isr.iter().copied().map(BrokerId).collect())
+        };
+        let metadata = MetadataResponse::default().with_topics(vec![
+            MetadataResponseTopic::default().with_partitions(vec![
+                partition(1, &[1, 2, 3]),
+                partition(2, &[2, 3]),
+                partition(-1, &[1]),
+            ]),
+            MetadataResponseTopic::default(),
+        ]);
+        assert_eq!(
+            summarize(&metadata),
+            PartitionSummary {
+                total: 3,
+                under_replicated: 2,
+                offline: 1
+            }
+        );
     }
 }

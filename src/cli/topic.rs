@@ -334,6 +334,22 @@ pub struct DescribedPartition {
     /// `None` when the leader could not say (unreachable, or no ListOffsets).
     pub log_start_offset: Option<i64>,
     pub log_end_offset: Option<i64>,
+    /// Fewer replicas in sync than assigned.
+    pub under_replicated: bool,
+    /// No leader (-1): no live in-sync replica, so nothing is served.
+    pub offline: bool,
+}
+
+impl DescribedPartition {
+    fn status(&self) -> &'static str {
+        if self.offline {
+            "offline"
+        } else if self.under_replicated {
+            "under-replicated"
+        } else {
+            "ok"
+        }
+    }
 }
 
 async fn describe(client: &mut KafkaClient, topic: &str) -> Result<DescribedTopic, Failure> {
@@ -370,6 +386,8 @@ async fn describe(client: &mut KafkaClient, topic: &str) -> Result<DescribedTopi
             isr: p.isr_nodes.iter().map(|b| b.0).collect(),
             log_start_offset: None,
             log_end_offset: None,
+            under_replicated: p.isr_nodes.len() < p.replica_nodes.len(),
+            offline: p.leader_id.0 < 0,
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);
@@ -473,16 +491,17 @@ fn describe_text(t: &DescribedTopic) -> String {
         t.topic_id,
         t.partitions.len()
     );
-    out.push_str("Partition\tLeader\tReplicas\tIsr\tLogStartOffset\tLogEndOffset\n");
+    out.push_str("Partition\tLeader\tReplicas\tIsr\tLogStartOffset\tLogEndOffset\tStatus\n");
     for p in &t.partitions {
         out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             p.partition,
             p.leader,
             ids(&p.replicas),
             ids(&p.isr),
             offset(p.log_start_offset),
-            offset(p.log_end_offset)
+            offset(p.log_end_offset),
+            p.status()
         ));
     }
     out.push_str("Configs:\n");
@@ -525,6 +544,8 @@ mod tests {
                 isr: vec![2],
                 log_start_offset: Some(0),
                 log_end_offset: None,
+                under_replicated: false,
+                offline: false,
             }],
             configs: vec![TopicConfigEntry {
                 name: "retention.ms".into(),
@@ -534,10 +555,42 @@ mod tests {
             }],
         };
         let text = describe_text(&t);
-        assert!(text.contains("0\t2\t2\t2\t0\t-"), "{text}");
+        assert!(text.contains("0\t2\t2\t2\t0\t-\tok"), "{text}");
         assert!(
             text.contains("retention.ms=1000\t(DYNAMIC_TOPIC_CONFIG)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn describe_marks_under_replicated_and_offline_partitions() {
+        let partition = |index: i32, leader: i32, isr: Vec<i32>| DescribedPartition {
+            partition: index,
+            leader,
+            leader_epoch: 1,
+            replicas: vec![1, 2, 3],
+            under_replicated: isr.len() < 3,
+            offline: leader < 0,
+            isr,
+            log_start_offset: None,
+            log_end_offset: None,
+        };
+        let t = DescribedTopic {
+            name: "orders".into(),
+            topic_id: "id".into(),
+            partitions: vec![
+                partition(0, 1, vec![1, 2, 3]),
+                partition(1, 2, vec![2, 3]),
+                partition(2, -1, vec![1]),
+            ],
+            configs: vec![],
+        };
+        let text = describe_text(&t);
+        assert!(text.contains("0\t1\t1,2,3\t1,2,3\t-\t-\tok"), "{text}");
+        assert!(
+            text.contains("1\t2\t1,2,3\t2,3\t-\t-\tunder-replicated"),
+            "{text}"
+        );
+        assert!(text.contains("2\t-1\t1,2,3\t1\t-\t-\toffline"), "{text}");
     }
 }
