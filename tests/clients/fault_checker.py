@@ -94,6 +94,8 @@ def check(acked, reads, live=None, live_conflicts=(), hw_samples=()):
     # Every acknowledged record at its offset in every read.
     for rid, (p, offset) in sorted(acked.items()):
         there = [index.get((p, offset)) for index in at]
+        if not there:
+            continue  # no complete read: nothing proven either way
         if all(x == rid for x in there):
             v.present += 1
         else:

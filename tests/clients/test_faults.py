@@ -123,7 +123,11 @@ class AckingProducer(threading.Thread):
                 "acks": "all",
                 "enable.idempotence": False,
                 "linger.ms": 5,
+                # request.timeout.ms is only the broker's acks wait; the
+                # client gives up on a silent (SIGSTOPped) broker after
+                # socket.timeout.ms, 60 s by default.
                 "request.timeout.ms": 5000,
+                "socket.timeout.ms": 5000,
                 "message.timeout.ms": 20000,
                 "retry.backoff.ms": 100,
                 "retry.backoff.max.ms": 500,
@@ -186,6 +190,7 @@ class LiveReader(threading.Thread):
                 "auto.offset.reset": "error",
                 "check.crcs": True,
                 "fetch.wait.max.ms": 100,
+                "socket.timeout.ms": 5000,
                 "topic.metadata.refresh.interval.ms": 600000 if self.label == "zombie" else 5000,
             })
             tps = [CkTopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in self.partitions]
@@ -241,19 +246,26 @@ def bootstrap_of(cluster, indexes):
 def settle(cluster, step, what, deadline_s=SETTLE_S, full_isr=True):
     """Waits until every broker is active and every partition has a leader
     (and, with `full_isr`, all RF replicas in sync), as both the quorum and
-    a Metadata answer say."""
+    a Metadata answer of every node say. On timeout the error shows the
+    last state seen."""
     live = bootstrap_of(cluster, range(cluster.n))
+    last = {}
 
     def settled():
         s = cluster.status()
+        last["brokers"] = {b["id"]: b["state"] for b in s["brokers"]}
+        last["controller"] = s["leader_id"]
         if sum(1 for b in s["brokers"] if b["state"] == "active") != cluster.n:
             return None
         # Every node's view: each lists all brokers and a leader for every
         # partition (clients bootstrap from any of them).
         for i in range(cluster.n):
-            if metadata_brokers(bootstrap_of(cluster, [i])) != set(range(1, cluster.n + 1)):
+            listed = metadata_brokers(bootstrap_of(cluster, [i]))
+            last[f"brokers in node {i + 1}'s metadata"] = sorted(listed)
+            if listed != set(range(1, cluster.n + 1)):
                 return None
         md = partition_metadata(live)
+        last["partitions (leader, isr)"] = {p: (l, isr) for p, (l, isr, _) in sorted(md.items())}
         if len(md) != PARTITIONS:
             return None
         for leader, isr, err in md.values():
@@ -262,10 +274,24 @@ def settle(cluster, step, what, deadline_s=SETTLE_S, full_isr=True):
         return md
 
     started = time.monotonic()
-    md = wait_until(f"the cluster to settle after {what}", deadline_s, settled)
+    try:
+        md = wait_until(f"the cluster to settle after {what}", deadline_s, settled)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last state seen: {last}") from None
     step.set(f"settled after {what} in {time.monotonic() - started:.1f}s: "
              f"leaders {sorted((p, l) for p, (l, _, _) in md.items())}")
     return md
+
+
+def panics(cluster):
+    """Each node's panics (the message line after each `panicked at`)."""
+    found = []
+    for i in range(cluster.n):
+        lines = (cluster.tmp_path / f"node-{i + 1}.log").read_text(errors="replace").splitlines()
+        for n, line in enumerate(lines):
+            if "panicked at" in line:
+                found.append(f"node {i + 1}: {line.strip()} {lines[n + 1].strip() if n + 1 < len(lines) else ''}")
+    return found
 
 
 def node_leading(md, partition):
@@ -373,47 +399,43 @@ def test_fault_checker_catches_loss_conflicts_and_watermark_regressions():
     fault_checker._self_test()
 
 
-def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
-    c = fault_cluster
-    step = Step()
-    everyone = bootstrap_of(c, range(3))
-    try:
-        create_topic(everyone, TOPIC, PARTITIONS, config={"min.insync.replicas": str(MIN_ISR)},
-                     replication_factor=RF)
-    except KafkaException as e:
-        # Until replication lands CreateTopics refuses RF > 1 (issue 4).
-        if e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR:
-            pytest.skip(f"the broker refuses replication factor {RF}: {e.args[0].str()}")
-        raise
-    md = settle(c, step, "topic creation")
+class Faults:
+    """The five faults, in turn, against a running producer. Each step ends
+    when the cluster has settled and every partition takes acks=all writes
+    again; a step that cannot get there raises AssertionError."""
 
-    producer = AckingProducer(everyone, step, RATE)
-    watcher = LiveReader(everyone, step, range(PARTITIONS), "live", sample_list_offsets=True)
-    threads = [producer, watcher]
-    probes = {"sent": 0, "acked": {}, "errors": defaultdict(int)}
-    zombie_reader = None
-    try:
-        producer.start()
-        watcher.start()
-        wait_acks(producer, RATE // PARTITIONS, 60, "in the warm-up")
-        assert watcher.ready.wait(30), "the live reader read nothing in 30s"
+    def __init__(self, cluster, step, producer, threads):
+        self.c = cluster
+        self.step = step
+        self.producer = producer
+        self.threads = threads
+        self.everyone = bootstrap_of(cluster, range(cluster.n))
+        self.md = None
+        self.probes = {"sent": 0, "acked": {}, "errors": defaultdict(int)}
+        self.zombie_producer = None
+        self.zombie_reader = None
 
-        # 1. kill -9 the leader of a partition; restart it a few seconds later.
-        victim = node_leading(md, 0)
+    def acks(self, what, deadline_s=30):
+        wait_acks(self.producer, max(1, RATE // PARTITIONS // 4), deadline_s, what)
+
+    def kill_a_partition_leader(self):
+        c, step = self.c, self.step
+        victim = node_leading(self.md, 0)
         step.set(f"1: kill -9 node {victim + 1}, leader of partition 0")
         c.kill9(victim)
         if RF > 1:
             wait_until("partition 0 to get a new leader", 30,
-                       lambda: partition_metadata(everyone)[0][0] not in (-1, victim + 1))
+                       lambda: partition_metadata(self.everyone)[0][0] not in (-1, victim + 1))
             step.set("1: partition 0 has a new leader")
-            wait_acks(producer, RATE // PARTITIONS // 4, 30, "with one node dead")
+            self.acks("with one node dead")
         else:
-            time.sleep(3)
+            time.sleep(3)  # the schedule: restart it a few seconds later
         c.start(victim)
-        md = settle(c, step, f"restarting node {victim + 1}")
-        wait_acks(producer, RATE // PARTITIONS // 4, 30, "after step 1")
+        self.md = settle(c, step, f"restarting node {victim + 1}")
+        self.acks("after step 1")
 
-        # 2. kill -9 the active controller.
+    def kill_the_controller(self):
+        c, step = self.c, self.step
         controller = c.status()["leader_id"]
         step.set(f"2: kill -9 node {controller}, the active controller")
         c.kill9(controller - 1)
@@ -421,15 +443,16 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
                    lambda: c.status()["leader_id"] not in (-1, controller))
         step.set(f"2: node {c.status()['leader_id']} is the active controller")
         if RF > 1:
-            wait_acks(producer, RATE // PARTITIONS // 4, 30, "with the old controller dead")
+            self.acks("with the old controller dead")
         c.start(controller - 1)
-        md = settle(c, step, f"restarting node {controller}")
-        wait_acks(producer, RATE // PARTITIONS // 4, 30, "after step 2")
+        self.md = settle(c, step, f"restarting node {controller}")
+        self.acks("after step 2")
 
-        # 3. SIGSTOP a broker past broker.session.timeout.ms, then SIGCONT.
+    def pause_a_broker(self):
+        c, step, probes = self.c, self.step, self.probes
         controller = c.status()["leader_id"]
         led = defaultdict(list)
-        for p, (leader, _, _) in md.items():
+        for p, (leader, _, _) in self.md.items():
             led[leader].append(p)
         # A broker that leads partitions and is not the active controller:
         # this step is about fencing, step 2 was about the controller.
@@ -440,9 +463,9 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
         # Clients that only know this broker, connected before it stops: they
         # will go on talking to it once it is continued.
         zombie_bootstrap = bootstrap_of(c, [paused - 1])
-        zombie_producer = Producer({
+        self.zombie_producer = Producer({
             "bootstrap.servers": zombie_bootstrap, "acks": "all", "enable.idempotence": False,
-            "linger.ms": 0, "request.timeout.ms": 5000, "message.timeout.ms": 15000,
+            "linger.ms": 0, "request.timeout.ms": 5000, "socket.timeout.ms": 5000, "message.timeout.ms": 15000,
             "topic.metadata.refresh.interval.ms": 600000,
         })
 
@@ -457,27 +480,26 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
                 for p in paused_partitions:
                     rid = PROBE_IDS + probes["sent"]
                     probes["sent"] += 1
-                    zombie_producer.produce(TOPIC, value=value_of(rid), partition=p, on_delivery=probe_report)
-                zombie_producer.poll(0)
+                    self.zombie_producer.produce(TOPIC, value=value_of(rid), partition=p, on_delivery=probe_report)
+                self.zombie_producer.poll(0)
 
         probe(1)
-        zombie_producer.flush(15)
+        self.zombie_producer.flush(15)
         if paused_partitions:
-            zombie_reader = LiveReader(zombie_bootstrap, step, paused_partitions, "zombie")
-            threads.append(zombie_reader)
-            zombie_reader.start()
-            assert zombie_reader.ready.wait(30), "the zombie-side reader read nothing in 30s"
+            self.zombie_reader = LiveReader(zombie_bootstrap, step, paused_partitions, "zombie")
+            self.threads.append(self.zombie_reader)
+            self.zombie_reader.start()
+            assert self.zombie_reader.ready.wait(30), "the zombie-side reader read nothing in 30s"
         step.set(f"3: SIGSTOP node {paused} (leads partitions {paused_partitions})")
         c.pause(paused - 1)
-        time.sleep(SESSION_TIMEOUT_MS / 1000)
-        wait_until(f"node {paused} to be fenced", 30, lambda: any(
-            b["id"] == paused and b["state"] == "fenced"
-            for b in c.status(prefer=[i for i in range(3) if i != paused - 1])["brokers"]))
+        others = [i for i in range(3) if i != paused - 1]
+        wait_until(f"node {paused} to be fenced", 30 + SESSION_TIMEOUT_MS / 1000, lambda: any(
+            b["id"] == paused and b["state"] == "fenced" for b in c.status(prefer=others)["brokers"]))
+        step.set(f"3: node {paused} is fenced")
         if RF > 1 and paused_partitions:
-            others = bootstrap_of(c, [i for i in range(3) if i != paused - 1])
             wait_until(f"partitions {paused_partitions} to move off node {paused}", 30, lambda: all(
-                partition_metadata(others)[p][0] not in (-1, paused) for p in paused_partitions))
-            wait_acks(producer, RATE // PARTITIONS // 4, 30, f"with node {paused} stopped")
+                partition_metadata(bootstrap_of(c, others))[p][0] not in (-1, paused) for p in paused_partitions))
+            self.acks(f"with node {paused} stopped")
         step.set(f"3: SIGCONT node {paused}; probing it as a zombie")
         c.resume(paused - 1)
         # Straight away, while it may still believe it leads: acks=all writes
@@ -485,21 +507,23 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
         probe(20)
         time.sleep(0.5)
         probe(20)
-        md = settle(c, step, f"continuing node {paused}")
-        zombie_producer.flush(20)
-        wait_acks(producer, RATE // PARTITIONS // 4, 30, "after step 3")
+        self.md = settle(c, step, f"continuing node {paused}")
+        self.zombie_producer.flush(20)
+        self.acks("after step 3")
 
-        # 4. kill -9 all three at once; restart them all.
+    def kill_all(self):
+        c, step = self.c, self.step
         step.set("4: kill -9 all three nodes")
         c.kill9_all()
         time.sleep(2)
         step.set("4: restarting all three nodes")
         for i in range(3):
             c.start(i)
-        md = settle(c, step, "the full-cluster restart")
-        wait_acks(producer, RATE // PARTITIONS // 4, 60, "after step 4")
+        self.md = settle(c, step, "the full-cluster restart")
+        self.acks("after step 4", deadline_s=60)
 
-        # 5. Stop one node, wipe its data directory, restart it.
+    def wipe_a_node(self):
+        c, step = self.c, self.step
         controller = c.status()["leader_id"]
         wiped = next(b for b in (1, 2, 3) if b != controller)
         step.set(f"5: stop node {wiped}, wipe {c.data_dir(wiped - 1)}, restart it")
@@ -510,8 +534,46 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
             # Unreplicated partitions have no other copy to rebuild from.
             step.set(f"5: replication factor 1: node {wiped} restarts with its data")
         c.start(wiped - 1)
-        md = settle(c, step, f"rebuilding node {wiped}", deadline_s=120)
-        wait_acks(producer, RATE // PARTITIONS // 4, 30, "after step 5")
+        self.md = settle(c, step, f"rebuilding node {wiped}", deadline_s=120)
+        self.acks("after step 5")
+
+
+STEPS = [int(n) for n in os.environ.get("FJORD_FAULT_STEPS", "1,2,3,4,5").split(",")]
+
+
+def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
+    c = fault_cluster
+    step = Step()
+    everyone = bootstrap_of(c, range(3))
+    try:
+        create_topic(everyone, TOPIC, PARTITIONS, config={"min.insync.replicas": str(MIN_ISR)},
+                     replication_factor=RF)
+    except KafkaException as e:
+        # Until replication lands CreateTopics refuses RF > 1 (issue 4).
+        if e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR:
+            pytest.skip(f"the broker refuses replication factor {RF}: {e.args[0].str()}")
+        raise
+
+    producer = AckingProducer(everyone, step, RATE)
+    watcher = LiveReader(everyone, step, range(PARTITIONS), "live", sample_list_offsets=True)
+    threads = [producer, watcher]
+    faults = Faults(c, step, producer, threads)
+    schedule = {1: faults.kill_a_partition_leader, 2: faults.kill_the_controller, 3: faults.pause_a_broker,
+                4: faults.kill_all, 5: faults.wipe_a_node}
+    # A step that never settles is a failure, but the records are checked
+    # all the same: what was acknowledged must still be there.
+    fault_error = None
+    try:
+        faults.md = settle(c, step, "topic creation")
+        producer.start()
+        watcher.start()
+        wait_acks(producer, RATE // PARTITIONS, 60, "in the warm-up")
+        assert watcher.ready.wait(30), "the live reader read nothing in 30s"
+        for n in STEPS:
+            schedule[n]()
+    except AssertionError as e:
+        fault_error = f"during \"{step.name}\": {e}"
+        step.set(f"FAILED: {fault_error}")
     finally:
         step.set("stopping the producers and readers")
         producer.stopping.set()
@@ -521,52 +583,74 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
             t.join(30)
     for t in threads:
         assert t.crashed is None, f"{t.name} crashed: {t.crashed!r}"
-    zombie_producer.flush(20)
-    del zombie_producer
+    if faults.zombie_producer is not None:
+        faults.zombie_producer.flush(20)
+        faults.zombie_producer = None
 
-    # Two complete reads, a leadership change between them.
-    ends = high_watermarks(everyone)
-    first = read_all("confluent", everyone, ends)
-    moved = node_leading(md, 0)
-    step.set(f"final: restarting node {moved + 1} (leader of partition 0) between the two reads")
-    c.stop_node(moved)
-    c.start(moved)
-    settle(c, step, f"restarting node {moved + 1}")
-    ends2 = high_watermarks(everyone)
-    second = read_all("kafka-python", everyone, ends2)
+    # Two complete reads, a leadership change between them (when the cluster
+    # is healthy enough for that).
+    reads, read_errors = [], []
+    ends = ends2 = None
+    try:
+        ends = high_watermarks(everyone, deadline_s=30 if fault_error is None else 10)
+        reads.append(read_all("confluent", everyone, ends, deadline_s=120 if fault_error is None else 30))
+        if fault_error is None:
+            moved = node_leading(faults.md, 0)
+            step.set(f"final: restarting node {moved + 1} (leader of partition 0) between the two reads")
+            c.stop_node(moved)
+            c.start(moved)
+            settle(c, step, f"restarting node {moved + 1}")
+        ends2 = high_watermarks(everyone, deadline_s=30 if fault_error is None else 10)
+        reads.append(read_all("kafka-python", everyone, ends2, deadline_s=120 if fault_error is None else 30))
+    except (AssertionError, KafkaException) as e:
+        read_errors.append(f"{step.name}: {e}")
 
     acked = dict(producer.acked)
-    acked.update(probes["acked"])
+    acked.update(faults.probes["acked"])
     live = dict(watcher.seen)
     conflicts = list(watcher.conflicts)
     hw_samples = sorted(watcher.hw_samples, key=lambda s: s[0])
+    zombie_reader = faults.zombie_reader
     if zombie_reader is not None:
         for key, rid in zombie_reader.seen.items():
             if live.setdefault(key, rid) != rid:
                 conflicts.append((key[0], key[1], {"live": live[key], "zombie reader": rid}))
         conflicts += zombie_reader.conflicts
-        # The zombie reader's samples are checked as their own sequence.
-        hw_samples += [(t, s, p, hw, src) for t, s, p, hw, src in zombie_reader.hw_samples]
-    verdict = fault_checker.check(acked, [first, second], live, conflicts, [])
+        hw_samples += zombie_reader.hw_samples
+    verdict = fault_checker.check(acked, reads, live, conflicts, [])
     # High watermarks per source: each client must see them only go up.
     for source in sorted({s[4] for s in hw_samples}):
         samples = [s for s in hw_samples if s[4] == source]
-        verdict.hw_regressions += fault_checker.check({}, [first, second], hw_samples=samples).hw_regressions
+        verdict.hw_regressions += fault_checker.check({}, reads, hw_samples=samples).hw_regressions
+    broker_panics = panics(c)
 
     print()
     print("steps:", *(f"  {t:6.1f}s {name}" for t, name in step.log), sep="\n")
     print(f"producer: {producer.produced} sent, {len(producer.acked)} acknowledged, "
           f"{len(producer.failed)} failed {dict(producer.errors)}, {producer.undelivered} undelivered at close")
+    probes = faults.probes
     print(f"zombie probe: {probes['sent']} sent, {len(probes['acked'])} acknowledged, errors {dict(probes['errors'])}")
     print(f"live reader: {len(watcher.seen)} offsets read, errors {dict(watcher.errors)} {watcher.first_errors}, "
           f"{len(hw_samples)} high watermark samples, {watcher.list_offsets_failures} ListOffsets failures")
     if zombie_reader is not None:
         print(f"zombie reader: {len(zombie_reader.seen)} offsets read, errors {dict(zombie_reader.errors)} "
               f"{zombie_reader.first_errors}")
-    print(f"final reads: {sum(ends.values())} and {sum(ends2.values())} records, end offsets {ends} / {ends2}")
+    print(f"final reads: {len(reads)}, end offsets {ends} / {ends2}; read errors {read_errors}")
     print("verdict:", verdict.summary())
     if verdict.details():
         print(verdict.details())
+    if broker_panics:
+        print("broker panics:", *broker_panics, sep="\n  ")
+    problems = []
+    if fault_error:
+        problems.append(f"the cluster did not recover {fault_error}")
+    if len(reads) < 2:
+        problems.append(f"only {len(reads)} of 2 complete reads: {read_errors}")
+    if not verdict.ok:
+        problems.append(verdict.summary() + "\n" + verdict.details())
+    if broker_panics:
+        problems.append("brokers panicked:\n" + "\n".join(broker_panics))
+    if ends is not None and ends2 is not None and ends2 != ends:
+        problems.append(f"the high watermarks changed with no producer running: {ends} then {ends2}")
     assert producer.acked, "the producer got no acknowledgement at all"
-    assert verdict.ok, verdict.summary() + "\n" + verdict.details()
-    assert ends2 == ends, "the high watermarks changed with no producer running"
+    assert not problems, "\n".join(problems)
