@@ -1728,7 +1728,7 @@ mod tests {
                 c.data_dir(),
                 PathBuf::from(format!("./fjord-data/node-{n}"))
             );
-            assert_eq!(c.default_replication_factor, 1);
+            assert_eq!(c.default_replication_factor, 3);
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::raft::rpc::{BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest};
-use super::replication_control::leaderships_to_hand_over;
+use super::replication_control::controlled_shutdown_pending;
 use super::{Controller, ControllerError};
 use crate::config::Config;
 use crate::metadata::{Endpoint, MetadataImage};
@@ -181,11 +181,14 @@ impl BrokerLifecycle {
 }
 
 /// Kafka's controlled shutdown, broker side (with `controlled.shutdown.enable`):
-/// asks the controller to move this broker's leaderships away and waits, up
-/// to [`CONTROLLED_SHUTDOWN_PATIENCE`], until the local image shows it
-/// leads nothing another ISR member could lead. Asks again while waiting,
-/// since a follower may catch up (and so become a possible successor)
-/// meanwhile. Never fails: the shutdown goes on regardless.
+/// asks the controller to move this broker's leaderships away and take it
+/// out of ISRs, and waits, up to [`CONTROLLED_SHUTDOWN_PATIENCE`], until the
+/// local image shows it leads nothing another ISR member could lead and no
+/// leader's acks=all waits on it. Asks again while waiting, since a follower
+/// may catch up (and so become a possible successor) meanwhile. A broker
+/// with nothing to change (the last of a cluster going down) does not ask,
+/// so it does not wait for a quorum that may be gone. Never fails: the
+/// shutdown goes on regardless.
 pub async fn controlled_shutdown(controller: &Controller, lease: &BrokerLease, config: &Config) {
     if !config.controlled_shutdown_enable {
         return;
@@ -196,6 +199,9 @@ pub async fn controlled_shutdown(controller: &Controller, lease: &BrokerLease, c
     };
     let deadline = Instant::now() + CONTROLLED_SHUTDOWN_PATIENCE;
     let mut image = controller.image();
+    if controlled_shutdown_pending(&image.borrow(), broker_id) == 0 {
+        return;
+    }
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -217,7 +223,8 @@ pub async fn controlled_shutdown(controller: &Controller, lease: &BrokerLease, c
         let wait = left.min(Duration::from_millis(500));
         let moved = tokio::time::timeout(
             wait,
-            image.wait_for(|i| i.offset >= offset && leaderships_to_hand_over(i, broker_id) == 0),
+            image
+                .wait_for(|i| i.offset >= offset && controlled_shutdown_pending(i, broker_id) == 0),
         )
         .await;
         if matches!(moved, Ok(Ok(_))) {
@@ -228,10 +235,10 @@ pub async fn controlled_shutdown(controller: &Controller, lease: &BrokerLease, c
             return;
         }
     }
-    let left = leaderships_to_hand_over(&image.borrow(), broker_id);
+    let left = controlled_shutdown_pending(&image.borrow(), broker_id);
     tracing::warn!(
         broker = broker_id,
-        leaderships = left,
+        partitions = left,
         "controlled shutdown: stopping before every leadership moved"
     );
 }

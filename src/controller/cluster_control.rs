@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::raft::rpc::{BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest};
 use super::replication_control::{changes_for_broker, write_counted, BrokerState};
 use super::{Controller, ControllerError};
-use crate::metadata::{BrokerRegistration, MetadataRecord};
+use crate::metadata::{BrokerRegistration, MetadataImage, MetadataRecord};
 
 pub(super) struct ClusterControl {
     session_timeout: Duration,
@@ -49,7 +49,7 @@ impl ClusterControl {
         req: &BrokerRegistrationRequest,
     ) -> Result<i64, ControllerError> {
         let _guard = controller.topic_control.lock.lock().await;
-        let existing = current_registration(controller, req.broker_id)?;
+        let (image, existing) = current_registration(controller, req.broker_id).await?;
         if let Some(b) = existing.filter(|b| b.incarnation_id == req.incarnation_id) {
             self.touch(req.broker_id);
             return Ok(b.broker_epoch);
@@ -68,7 +68,6 @@ impl ClusterControl {
         // A new incarnation (a restart, maybe faster than the session
         // timeout) starts fenced: its old self's leaderships and ISR places
         // go as for a fence.
-        let image = controller.image.borrow().clone();
         records.extend(changes_for_broker(
             controller,
             &image,
@@ -90,7 +89,7 @@ impl ClusterControl {
         // and the fence: it either comes first (and the fence is skipped)
         // or sees the fence (and unfences).
         let _guard = controller.topic_control.lock.lock().await;
-        let registration = current_registration(controller, req.broker_id)?;
+        let (image, registration) = current_registration(controller, req.broker_id).await?;
         let Some(b) = registration.filter(|b| b.broker_epoch == req.broker_epoch) else {
             return Err(ControllerError::StaleBrokerEpoch(format!(
                 "broker {} epoch {} is not registered",
@@ -104,7 +103,6 @@ impl ClusterControl {
                 metadata_offset: 0,
             });
         }
-        let image = controller.image.borrow().clone();
         let mut records = vec![MetadataRecord::UnfenceBroker {
             broker_id: b.broker_id,
             broker_epoch: b.broker_epoch,
@@ -158,12 +156,11 @@ impl ClusterControl {
         if !self.is_expired(broker_id, since) {
             return Ok(());
         }
-        let current = current_registration(controller, broker_id)?;
+        let (image, current) = current_registration(controller, broker_id).await?;
         if !current.is_some_and(|b| b.broker_epoch == broker_epoch && !b.fenced) {
             return Ok(());
         }
         tracing::warn!(broker = broker_id, "broker session expired; fencing it");
-        let image = controller.image.borrow().clone();
         let mut records = vec![MetadataRecord::FenceBroker {
             broker_id,
             broker_epoch,
@@ -179,22 +176,16 @@ impl ClusterControl {
     }
 }
 
-/// The broker's registration in the image, as only the active controller
-/// may judge it.
-fn current_registration(
+/// The active controller's image (see `Controller::linearizable_image`)
+/// and the broker's registration in it, as only the active controller may
+/// judge it.
+async fn current_registration(
     controller: &Controller,
     broker_id: i32,
-) -> Result<Option<BrokerRegistration>, ControllerError> {
-    if !controller.is_leader() {
-        return Err(ControllerError::NotController);
-    }
-    Ok(controller
-        .image
-        .borrow()
-        .cluster
-        .brokers
-        .get(&broker_id)
-        .cloned())
+) -> Result<(Arc<MetadataImage>, Option<BrokerRegistration>), ControllerError> {
+    let image = controller.linearizable_image().await?;
+    let registration = image.cluster.brokers.get(&broker_id).cloned();
+    Ok((image, registration))
 }
 
 /// The record naming the cluster (the configured id, else a new one), if

@@ -142,6 +142,9 @@ pub struct Controller {
 /// How long a forwarded request keeps retrying while leadership settles.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
 const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bounds a leadership check, so a leader cut off from its quorum answers
+/// (retriably) within a forwarded call's timeout.
+const LEADERSHIP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Controller {
     /// Opens the metadata store, starts Raft and serves the controller
@@ -505,6 +508,25 @@ impl Controller {
             } => ControllerResponse::ControlledShutdown(
                 replication_control::controlled_shutdown(self, broker_id, broker_epoch).await,
             ),
+        }
+    }
+
+    /// The image the active controller judges by: leadership confirmed
+    /// with a quorum just now (a paused or partitioned former leader learns
+    /// here that it is not one) and every committed entry applied, so no
+    /// election is computed from an ISR a newer committed change replaced.
+    async fn linearizable_image(&self) -> Result<Arc<MetadataImage>, ControllerError> {
+        if !self.is_leader() {
+            return Err(ControllerError::NotController);
+        }
+        let confirm = self.raft.ensure_linearizable();
+        match tokio::time::timeout(LEADERSHIP_CHECK_TIMEOUT, confirm).await {
+            Ok(Ok(_)) => Ok(self.image.borrow().clone()),
+            Ok(Err(RaftError::Fatal(e))) => Err(ControllerError::Internal(e.to_string())),
+            Ok(Err(_)) => Err(ControllerError::NotController),
+            Err(_) => Err(ControllerError::Unavailable(
+                "leadership not confirmed by a quorum in time".into(),
+            )),
         }
     }
 

@@ -211,6 +211,21 @@ pub fn leaderships_to_hand_over(image: &MetadataImage, broker_id: i32) -> usize 
         .count()
 }
 
+/// Partitions a controlled shutdown of `broker_id` would still change: it
+/// leads one another ISR member could take, or it is in an ISR it could
+/// leave. Zero means the broker can stop without anyone waiting for it.
+pub fn controlled_shutdown_pending(image: &MetadataImage, broker_id: i32) -> usize {
+    let states = BrokerStates::of(image).with(broker_id, BrokerState::ShuttingDown);
+    image
+        .topics
+        .by_id
+        .values()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.leader == broker_id || p.isr.contains(&broker_id))
+        .filter(|p| partition_change(p, &states, false).is_some())
+        .count()
+}
+
 /// Partition health from the image, for metrics and `fjord cluster status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PartitionCounts {
@@ -361,20 +376,12 @@ pub(super) async fn write_counted(
     Ok(offset)
 }
 
-/// The leader's image, or NotController so the request is routed again.
-fn leader_image(controller: &Controller) -> Result<Arc<MetadataImage>, ControllerError> {
-    if !controller.is_leader() {
-        return Err(ControllerError::NotController);
-    }
-    Ok(controller.image.borrow().clone())
-}
-
 pub(super) async fn alter_partition(
     controller: &Controller,
     req: AlterPartitionRequest,
 ) -> Result<AlterPartitionReply, ControllerError> {
     let _guard = controller.topic_control.lock.lock().await;
-    let image = leader_image(controller)?;
+    let image = controller.linearizable_image().await?;
     if let Some(record) = check_alter_partition(&image, &req)? {
         write_counted(controller, vec![record]).await?;
         tracing::info!(topic_id = %req.topic_id, partition = req.partition, isr = ?req.new_isr, leader = req.broker_id, "ISR changed");
@@ -401,7 +408,7 @@ pub(super) async fn controlled_shutdown(
     broker_epoch: i64,
 ) -> Result<ControlledShutdownReply, ControllerError> {
     let _guard = controller.topic_control.lock.lock().await;
-    let image = leader_image(controller)?;
+    let image = controller.linearizable_image().await?;
     let Some(b) = image
         .cluster
         .brokers
@@ -444,6 +451,7 @@ pub(super) async fn controlled_shutdown(
     Ok(ControlledShutdownReply {
         metadata_offset,
         leaderships_left: leaderships_to_hand_over(&after, broker_id),
+        partitions_left: controlled_shutdown_pending(&after, broker_id),
     })
 }
 
@@ -493,7 +501,7 @@ pub(super) async fn run_partition_duties(
 
 async fn partition_pass(controller: &Controller) -> Result<(), ControllerError> {
     let _guard = controller.topic_control.lock.lock().await;
-    let image = leader_image(controller)?;
+    let image = controller.linearizable_image().await?;
     let repairs = leader_and_isr_changes(
         &image,
         &BrokerStates::of(&image),
@@ -507,7 +515,7 @@ async fn partition_pass(controller: &Controller) -> Result<(), ControllerError> 
         write_counted(controller, repairs).await?;
     }
     if controller.options.auto_leader_rebalance_enable {
-        let image = leader_image(controller)?;
+        let image = controller.linearizable_image().await?;
         let preferred = preferred_leader_changes(&image);
         if !preferred.is_empty() {
             tracing::info!(partitions = preferred.len(), "preferred leader election");
@@ -669,6 +677,8 @@ mod tests {
             ],
         );
         assert_eq!(leaderships_to_hand_over(&img, 1), 1);
+        // It also leaves the ISR led by 2; partition 1 cannot change.
+        assert_eq!(controlled_shutdown_pending(&img, 1), 2);
         let states = BrokerStates::of(&img).with(1, BrokerState::ShuttingDown);
         let records = leader_and_isr_changes(&img, &states, false);
         let after = replayed(&img, &records);
@@ -680,6 +690,17 @@ mod tests {
         assert_eq!(after[1].partition_epoch, 5, "untouched");
         // A follower in shutdown leaves the ISR; the leader stays.
         assert_eq!((after[2].leader, after[2].isr.clone()), (2, vec![2, 3]));
+        let mut done = img.clone();
+        let topic = Arc::make_mut(&mut done.topics)
+            .by_id
+            .get_mut(&TOPIC)
+            .unwrap();
+        topic.partitions = after
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (i as i32, p))
+            .collect();
+        assert_eq!(controlled_shutdown_pending(&done, 1), 0);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct ControlledShutdownReply {
     pub metadata_offset: u64,
     /// Partitions the broker still leads that another ISR member could take.
     pub leaderships_left: usize,
+    /// Partitions it still leads or is in the ISR of that a controlled
+    /// shutdown would change.
+    #[serde(default)]
+    pub partitions_left: usize,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
