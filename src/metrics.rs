@@ -146,4 +146,59 @@ fn describe() {
         "fjord_partition_replica_count",
         "Partition logs this broker holds"
     );
+    describe_gauge!(
+        "fjord_partition_under_replicated",
+        "Partitions this broker leads whose ISR is smaller than their replicas"
+    );
+    describe_counter!(
+        "fjord_partition_isr_shrinks_total",
+        "ISR shrinks this broker's partitions had accepted"
+    );
+    describe_counter!(
+        "fjord_partition_isr_expands_total",
+        "ISR expansions this broker's partitions had accepted"
+    );
+    describe_gauge!(
+        "fjord_replica_lag_records",
+        "Largest follower lag behind this leader's log end, in records"
+    );
+    describe_gauge!(
+        "fjord_replica_lag_seconds",
+        Unit::Seconds,
+        "Longest time a follower of this leader has not been caught up"
+    );
+    describe_gauge!(
+        "fjord_replica_follower_lag_records",
+        "This follower's distance to its leader's high watermark"
+    );
+    describe_gauge!(
+        "fjord_replica_fetchers",
+        "Replica fetcher tasks (one per leader followed)"
+    );
+    describe_counter!(
+        "fjord_replica_fetch_requests_total",
+        "Fetches sent to leaders as a follower"
+    );
+    describe_counter!(
+        "fjord_replica_fetch_errors_total",
+        "Follower fetches that failed"
+    );
+    describe_counter!(
+        "fjord_replica_fetched_bytes_total",
+        Unit::Bytes,
+        "Batch bytes a follower appended from its leaders"
+    );
+    describe_counter!(
+        "fjord_log_truncations_total",
+        "Follower logs truncated to a divergence point"
+    );
+    describe_gauge!(
+        "fjord_produce_waiting_for_isr",
+        "acks=all produce partitions waiting for the ISR"
+    );
+    describe_histogram!(
+        "fjord_produce_isr_wait_seconds",
+        Unit::Seconds,
+        "Time acks=all produce partitions waited for the ISR"
+    );
 }
