@@ -545,14 +545,8 @@ def test_no_acknowledged_record_is_lost_under_faults(fault_cluster):
     c = fault_cluster
     step = Step()
     everyone = bootstrap_of(c, range(3))
-    try:
-        create_topic(everyone, TOPIC, PARTITIONS, config={"min.insync.replicas": str(MIN_ISR)},
-                     replication_factor=RF)
-    except KafkaException as e:
-        # Until replication lands CreateTopics refuses RF > 1 (issue 4).
-        if e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR:
-            pytest.skip(f"the broker refuses replication factor {RF}: {e.args[0].str()}")
-        raise
+    create_topic(everyone, TOPIC, PARTITIONS, config={"min.insync.replicas": str(MIN_ISR)},
+                 replication_factor=RF)
 
     producer = AckingProducer(everyone, step, RATE)
     watcher = LiveReader(everyone, step, range(PARTITIONS), "live", sample_list_offsets=True)
