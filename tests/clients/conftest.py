@@ -80,8 +80,15 @@ class Cluster:
         self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
     def _all_active(self):
-        s = cluster_status(f"127.0.0.1:{self.ports[0][0]}")
-        return s if sum(1 for b in s["brokers"] if b["state"] == "active") == self.n else None
+        # Every running node must see it: a node just restarted answers from
+        # its own image, which can still be the one from before it stopped.
+        statuses = [cluster_status(f"127.0.0.1:{self.ports[i][0]}") for i in self.alive()]
+        if len(statuses) < self.n:
+            return None
+        for s in statuses:
+            if sum(1 for b in s["brokers"] if b["state"] == "active") != self.n:
+                return None
+        return statuses[0]
 
     def stop(self):
         for p in self.procs:
