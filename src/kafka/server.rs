@@ -287,12 +287,10 @@ mod tests {
                 }],
                 rack: None,
                 heartbeat_interval: Duration::from_millis(100),
-                lease: Arc::new(
-                    crate::controller::broker_lifecycle::BrokerLease::new(
-                        Duration::from_millis(5_000),
-                        controller.image(),
-                    ),
-                ),
+                lease: Arc::new(crate::controller::broker_lifecycle::BrokerLease::new(
+                    Duration::from_millis(5_000),
+                    controller.image(),
+                )),
             };
             tokio::spawn(lifecycle.run(controller.clone(), shutdown_rx.clone()));
             let ctx = Arc::new(BrokerContext {
