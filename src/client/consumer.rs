@@ -224,6 +224,14 @@ impl Consumer {
             .collect()
     }
 
+    /// Moves `partition`'s next fetch to `offset` (a group's committed
+    /// offset, say); a partition not assigned is ignored.
+    pub fn seek(&mut self, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.position = Some(offset);
+        }
+    }
+
     /// The high watermark each partition's leader last reported (-1 before any fetch).
     pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
         self.partitions

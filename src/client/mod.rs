@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod group;
 pub mod producer;
 
 use std::collections::BTreeMap;
