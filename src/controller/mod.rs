@@ -8,6 +8,7 @@ mod cluster_control;
 pub use cluster_control::random_cluster_id;
 pub mod raft;
 pub mod replication_control;
+mod producer_ids;
 mod server;
 pub mod topic_control;
 
@@ -134,6 +135,7 @@ pub struct Controller {
     contacts: PeerContacts,
     cluster_control: ClusterControl,
     topic_control: TopicControl,
+    producer_ids: producer_ids::ProducerIds,
     /// Connections to other voters for requests forwarded to the leader.
     peers: std::sync::Mutex<HashMap<u64, Arc<Mutex<PeerClient>>>>,
     shutdown: watch::Sender<bool>,
@@ -211,6 +213,7 @@ impl Controller {
                 options.broker_session_timeout_ms,
             )),
             topic_control: TopicControl::new(),
+            producer_ids: Default::default(),
             options,
             raft,
             image,
@@ -398,6 +401,22 @@ impl Controller {
         }
     }
 
+    /// A block of producer ids `start..end` from the active controller.
+    async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<(i64, i64), ControllerError> {
+        let req = ControllerRequest::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+        };
+        match self.route(req).await? {
+            ControllerResponse::AllocateProducerIds(r) => r,
+            _ => Err(unexpected("AllocateProducerIds")),
+        }
+    }
+
     /// Waits until this node's image holds metadata offset `offset` (a
     /// change the active controller reported), up to `timeout`. Returns the
     /// image either way; the caller checks what it needs.
@@ -507,6 +526,12 @@ impl Controller {
                 broker_epoch,
             } => ControllerResponse::ControlledShutdown(
                 replication_control::controlled_shutdown(self, broker_id, broker_epoch).await,
+            ),
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => ControllerResponse::AllocateProducerIds(
+                producer_ids::allocate_block(self, broker_id, broker_epoch).await,
             ),
         }
     }
@@ -629,6 +654,7 @@ fn response_error(resp: &ControllerResponse) -> Option<&ControllerError> {
         ControllerResponse::AlterTopicConfigs(Err(e)) => Some(e),
         ControllerResponse::AlterPartition(Err(e)) => Some(e),
         ControllerResponse::ControlledShutdown(Err(e)) => Some(e),
+        ControllerResponse::AllocateProducerIds(Err(e)) => Some(e),
         _ => None,
     }
 }

@@ -30,6 +30,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::Fetch, VersionRange { min: 4, max: 16 }),
     (ApiKey::ListOffsets, VersionRange { min: 1, max: 8 }),
     (ApiKey::DeleteRecords, VersionRange { min: 0, max: 2 }),
+    (ApiKey::InitProducerId, VersionRange { min: 0, max: 5 }),
     (
         ApiKey::OffsetForLeaderEpoch,
         VersionRange { min: 2, max: 4 },
@@ -43,6 +44,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, VersionRange)] = &[
         ApiKey::IncrementalAlterConfigs,
         VersionRange { min: 0, max: 1 },
     ),
+    // The group coordinator (crate::group).
+    (ApiKey::FindCoordinator, VersionRange { min: 0, max: 4 }),
+    (ApiKey::JoinGroup, VersionRange { min: 0, max: 9 }),
+    (ApiKey::SyncGroup, VersionRange { min: 0, max: 5 }),
+    (ApiKey::Heartbeat, VersionRange { min: 0, max: 4 }),
+    (ApiKey::LeaveGroup, VersionRange { min: 0, max: 5 }),
+    (ApiKey::OffsetCommit, VersionRange { min: 2, max: 9 }),
+    (ApiKey::OffsetFetch, VersionRange { min: 1, max: 9 }),
+    (ApiKey::ListGroups, VersionRange { min: 0, max: 5 }),
+    (ApiKey::DescribeGroups, VersionRange { min: 0, max: 5 }),
+    (ApiKey::DeleteGroups, VersionRange { min: 0, max: 2 }),
+    (ApiKey::OffsetDelete, VersionRange { min: 0, max: 0 }),
 ];
 
 #[derive(Debug, thiserror::Error)]

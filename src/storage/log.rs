@@ -27,6 +27,7 @@ use uuid::Uuid;
 use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 use super::index::{BatchEntry, Checkpoint, Index, IndexWrite, PartitionKey};
 use super::log_config::{LogConfig, TimestampType};
+use super::producer_state::{ProducerStates, SequenceCheck, SequenceError};
 
 /// Kafka's file beside the segments naming the topic id (KIP-516), so a
 /// directory left from a deleted topic is never taken for a new one of the
@@ -55,6 +56,8 @@ pub enum LogError {
     Index(#[from] rocksdb::Error),
     #[error("the partition was deleted")]
     Deleted,
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     #[error("{0}")]
     Corrupt(String),
 }
@@ -76,6 +79,8 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub record_count: i64,
     pub bytes: usize,
+    /// An idempotent producer's retry: already in the log at these offsets.
+    pub duplicate: bool,
 }
 
 /// Stored batches as read, and the offsets a fetch answer reports.
@@ -122,6 +127,7 @@ struct LogState {
     deleted: bool,
     /// The leader-epoch cache: (epoch, first offset written in it), epochs rising.
     epochs: Vec<(i32, i64)>,
+    producers: ProducerStates,
 }
 
 impl LogState {
@@ -160,6 +166,46 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Checks produced batches against the producers' state. All duplicates:
+/// their original offsets (nothing is written). Some: the request mixes a
+/// retry with new data, which no Kafka client sends.
+fn check_sequences(
+    producers: &ProducerStates,
+    headers: &[BatchHeader],
+) -> Result<Option<AppendInfo>, LogError> {
+    let mut duplicates = Vec::new();
+    for h in headers {
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = producers.check(h)?
+        {
+            duplicates.push((base_offset, last_offset, h.record_count));
+        }
+    }
+    if duplicates.is_empty() {
+        return Ok(None);
+    }
+    if duplicates.len() != headers.len() {
+        return Err(SequenceError::OutOfOrder(
+            "a request mixes retried and new batches of one producer".into(),
+        )
+        .into());
+    }
+    let base_offset = duplicates.iter().map(|d| d.0).min().unwrap_or(-1);
+    let last_offset = duplicates.iter().map(|d| d.1).max().unwrap_or(-1);
+    metrics::counter!("fjord_produce_duplicates_total").increment(duplicates.len() as u64);
+    Ok(Some(AppendInfo {
+        base_offset,
+        last_offset,
+        log_append_time: -1,
+        log_start_offset: -1,
+        record_count: duplicates.iter().map(|d| i64::from(d.2)).sum(),
+        bytes: 0,
+        duplicate: true,
+    }))
 }
 
 /// Kafka's `LeaderEpochFileCache.endOffsetFor` over `epochs` (rising).
@@ -273,6 +319,10 @@ impl PartitionLog {
             high_watermark_tx,
             log_end_tx,
         };
+        {
+            let mut st = log.lock();
+            st.producers = log.rebuild_producer_states(&st)?;
+        }
         Ok(log)
     }
 
@@ -356,6 +406,12 @@ impl PartitionLog {
         if st.deleted {
             return Err(LogError::Deleted);
         }
+        if let Some(duplicate) = check_sequences(&st.producers, &headers)? {
+            return Ok(AppendInfo {
+                log_start_offset: st.log_start_offset,
+                ..duplicate
+            });
+        }
         self.maybe_roll(&mut st, &config, records.len() as u64, now)?;
         let base_offset = st.log_end_offset;
         self.assign_epoch(&mut st, leader_epoch, base_offset)?;
@@ -394,12 +450,16 @@ impl PartitionLog {
             pos += size;
         }
         self.write_batches(&mut st, &records, &mut entries)?;
+        for (header, entry) in headers.iter().zip(&entries) {
+            st.producers.record(header, entry.base_offset);
+        }
         st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
         st.oldest_unflushed.get_or_insert_with(Instant::now);
         if st.unflushed_messages >= config.flush_messages {
             self.flush_locked(&mut st)?;
         }
         Ok(AppendInfo {
+            duplicate: false,
             base_offset,
             last_offset: offset - 1,
             log_append_time: if log_append_time { now } else { -1 },
@@ -511,6 +571,7 @@ impl PartitionLog {
         }
         let Some(first) = headers.first() else {
             return Ok(AppendInfo {
+                duplicate: false,
                 base_offset: st.log_end_offset,
                 last_offset: st.log_end_offset - 1,
                 log_append_time: -1,
@@ -556,12 +617,16 @@ impl PartitionLog {
             pos += header.size() as u64;
         }
         self.write_batches(&mut st, records, &mut entries)?;
+        for header in &headers {
+            st.producers.record(header, header.base_offset);
+        }
         st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
         st.oldest_unflushed.get_or_insert_with(Instant::now);
         if st.unflushed_messages >= config.flush_messages {
             self.flush_locked(&mut st)?;
         }
         Ok(AppendInfo {
+            duplicate: false,
             base_offset: first.base_offset,
             last_offset: expected - 1,
             log_append_time: -1,
@@ -569,6 +634,31 @@ impl PartitionLog {
             record_count,
             bytes: records.len(),
         })
+    }
+
+    /// Idempotent producers' state from the batch headers in the log (one
+    /// header read per batch, from the log start).
+    fn rebuild_producer_states(&self, st: &LogState) -> Result<ProducerStates, LogError> {
+        let mut states = ProducerStates::default();
+        let mut entries = Vec::new();
+        self.index
+            .batches_from(&self.pk, st.log_start_offset, |e| {
+                entries.push(*e);
+                true
+            })?;
+        let mut header = [0u8; HEADER_BYTES];
+        for e in entries {
+            let Some(segment) = st.segments.get(&e.segment) else {
+                continue;
+            };
+            if segment.file.read_exact_at(&mut header, e.position).is_err() {
+                continue;
+            }
+            if let Ok(h) = BatchHeader::parse(&header) {
+                states.record(&h, h.base_offset);
+            }
+        }
+        Ok(states)
     }
 
     /// Starts leader epoch `epoch` at `start_offset` if it is newer than the
@@ -667,6 +757,7 @@ impl PartitionLog {
             -1
         };
         self.write_checkpoint(&st)?;
+        st.producers = self.rebuild_producer_states(&st)?;
         metrics::counter!("fjord_log_truncations_total").increment(1);
         tracing::info!(topic = %self.topic, partition = self.partition, offset = new_end, "log truncated");
         Ok(())
@@ -705,6 +796,7 @@ impl PartitionLog {
         st.running_max_timestamp = i64::MIN;
         st.max_timestamp_batch = -1;
         st.epochs.clear();
+        st.producers.clear();
         self.write_checkpoint(&st)?;
         self.log_end_tx.send_replace(offset);
         tracing::info!(topic = %self.topic, partition = self.partition, offset, "log emptied to restart at the leader's log start");
@@ -1084,6 +1176,7 @@ fn recover(
         oldest_unflushed: None,
         deleted: false,
         epochs: Vec::new(),
+        producers: ProducerStates::default(),
     };
     if files.is_empty() {
         let base = state.log_start_offset;

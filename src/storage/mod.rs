@@ -9,6 +9,7 @@ pub mod log;
 pub mod log_config;
 pub mod manager;
 pub mod meta_properties;
+pub mod producer_state;
 pub mod records;
 
 pub use log::{AppendInfo, LogError, PartitionLog, ReadInfo, ReadLimit};

@@ -106,6 +106,11 @@ pub enum ControllerRequest {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// A block of producer ids for this broker.
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -125,6 +130,8 @@ pub enum ControllerResponse {
     AlterTopicConfigs(Result<NamedResults, ControllerError>),
     AlterPartition(Result<AlterPartitionReply, ControllerError>),
     ControlledShutdown(Result<ControlledShutdownReply, ControllerError>),
+    /// Ids `start..end`.
+    AllocateProducerIds(Result<(i64, i64), ControllerError>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,23 @@ pub mod describe_configs;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+// The group coordinator's APIs.
+pub mod delete_groups;
+pub mod describe_groups;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+pub mod sync_group;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -28,12 +41,21 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
     ProduceResponse, RequestHeader,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -44,6 +66,7 @@ use super::BrokerContext;
 use crate::controller::ControllerError;
 use crate::metadata::{BrokerRegistration, Endpoint, MetadataImage};
 use crate::replication::PartitionError;
+use crate::storage::producer_state::SequenceError;
 use crate::storage::LogError;
 
 /// Where a request's arrays sit, checked before the body is decoded (see
@@ -63,6 +86,7 @@ pub enum ServedRequest {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    InitProducerId(InitProducerIdRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     DeleteRecords(DeleteRecordsRequest),
     CreateTopics(CreateTopicsRequest),
@@ -71,6 +95,17 @@ pub enum ServedRequest {
     DescribeConfigs(DescribeConfigsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     AlterConfigs(AlterConfigsRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 impl ServedRequest {
@@ -87,6 +122,7 @@ impl ServedRequest {
             ApiKey::Produce => decode_body(api, version, body).map(Self::Produce),
             ApiKey::Fetch => decode_body(api, version, body).map(Self::Fetch),
             ApiKey::ListOffsets => decode_body(api, version, body).map(Self::ListOffsets),
+            ApiKey::InitProducerId => decode_body(api, version, body).map(Self::InitProducerId),
             ApiKey::OffsetForLeaderEpoch => {
                 decode_body(api, version, body).map(Self::OffsetForLeaderEpoch)
             }
@@ -99,6 +135,17 @@ impl ServedRequest {
                 decode_body(api, version, body).map(Self::IncrementalAlterConfigs)
             }
             ApiKey::AlterConfigs => decode_body(api, version, body).map(Self::AlterConfigs),
+            ApiKey::FindCoordinator => decode_body(api, version, body).map(Self::FindCoordinator),
+            ApiKey::JoinGroup => decode_body(api, version, body).map(Self::JoinGroup),
+            ApiKey::SyncGroup => decode_body(api, version, body).map(Self::SyncGroup),
+            ApiKey::Heartbeat => decode_body(api, version, body).map(Self::Heartbeat),
+            ApiKey::LeaveGroup => decode_body(api, version, body).map(Self::LeaveGroup),
+            ApiKey::OffsetCommit => decode_body(api, version, body).map(Self::OffsetCommit),
+            ApiKey::OffsetFetch => decode_body(api, version, body).map(Self::OffsetFetch),
+            ApiKey::ListGroups => decode_body(api, version, body).map(Self::ListGroups),
+            ApiKey::DescribeGroups => decode_body(api, version, body).map(Self::DescribeGroups),
+            ApiKey::DeleteGroups => decode_body(api, version, body).map(Self::DeleteGroups),
+            ApiKey::OffsetDelete => decode_body(api, version, body).map(Self::OffsetDelete),
             _ => Err(CodecError::UnsupportedVersion { api, version }),
         }
     }
@@ -190,6 +237,10 @@ async fn dispatch(
             let response = offset_for_leader_epoch::handle(ctx, req, version);
             reply(header, ApiKey::OffsetForLeaderEpoch, version, &response)
         }
+        ServedRequest::InitProducerId(req) => {
+            let response = init_producer_id::handle(ctx, req, version).await;
+            reply(header, ApiKey::InitProducerId, version, &response)
+        }
         ServedRequest::ListOffsets(req) => {
             let response = list_offsets::handle(ctx, req, version);
             reply(header, ApiKey::ListOffsets, version, &response)
@@ -222,6 +273,50 @@ async fn dispatch(
         ServedRequest::AlterConfigs(req) => {
             let response = incremental_alter_configs::handle_legacy(ctx, req, version).await;
             reply(header, ApiKey::AlterConfigs, version, &response)
+        }
+        ServedRequest::FindCoordinator(req) => {
+            let response = find_coordinator::handle(ctx, req, version);
+            reply(header, ApiKey::FindCoordinator, version, &response)
+        }
+        ServedRequest::JoinGroup(req) => {
+            let response = join_group::handle(ctx, header, req, version).await;
+            reply(header, ApiKey::JoinGroup, version, &response)
+        }
+        ServedRequest::SyncGroup(req) => {
+            let response = sync_group::handle(ctx, req, version).await;
+            reply(header, ApiKey::SyncGroup, version, &response)
+        }
+        ServedRequest::Heartbeat(req) => {
+            let response = heartbeat::handle(ctx, req, version);
+            reply(header, ApiKey::Heartbeat, version, &response)
+        }
+        ServedRequest::LeaveGroup(req) => {
+            let response = leave_group::handle(ctx, req, version);
+            reply(header, ApiKey::LeaveGroup, version, &response)
+        }
+        ServedRequest::OffsetCommit(req) => {
+            let response = offset_commit::handle(ctx, req, version).await;
+            reply(header, ApiKey::OffsetCommit, version, &response)
+        }
+        ServedRequest::OffsetFetch(req) => {
+            let response = offset_fetch::handle(ctx, req, version);
+            reply(header, ApiKey::OffsetFetch, version, &response)
+        }
+        ServedRequest::ListGroups(req) => {
+            let response = list_groups::handle(ctx, req, version);
+            reply(header, ApiKey::ListGroups, version, &response)
+        }
+        ServedRequest::DescribeGroups(req) => {
+            let response = describe_groups::handle(ctx, req, version);
+            reply(header, ApiKey::DescribeGroups, version, &response)
+        }
+        ServedRequest::DeleteGroups(req) => {
+            let response = delete_groups::handle(ctx, req, version).await;
+            reply(header, ApiKey::DeleteGroups, version, &response)
+        }
+        ServedRequest::OffsetDelete(req) => {
+            let response = offset_delete::handle(ctx, req, version).await;
+            reply(header, ApiKey::OffsetDelete, version, &response)
         }
     }
 }
@@ -259,6 +354,14 @@ top_level_error_code_field!(
     DescribeClusterResponse,
     DescribeQuorumResponse,
     FetchResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    ListGroupsResponse,
+    OffsetDeleteResponse,
+    InitProducerIdResponse,
 );
 
 macro_rules! no_top_level_error_code {
@@ -286,6 +389,13 @@ no_top_level_error_code!(
     IncrementalAlterConfigsResponse,
     AlterConfigsResponse,
 );
+// Errors in these are per partition or per group.
+no_top_level_error_code!(
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    DescribeGroupsResponse,
+    DeleteGroupsResponse,
+);
 
 /// The Kafka error a partition-level failure is reported as.
 pub fn partition_error_code(error: &PartitionError) -> ResponseError {
@@ -311,6 +421,12 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
             BatchError::BadMagic(_) | BatchError::Invalid(_) => ResponseError::InvalidRecord,
             BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         },
+        PartitionError::Log(LogError::Sequence(SequenceError::OutOfOrder(_))) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        PartitionError::Log(LogError::Sequence(SequenceError::InvalidEpoch(_))) => {
+            ResponseError::InvalidProducerEpoch
+        }
         PartitionError::Log(LogError::Corrupt(_))
         | PartitionError::Log(LogError::Io { .. })
         | PartitionError::Log(LogError::Index(_)) => ResponseError::KafkaStorageError,
@@ -503,6 +619,7 @@ pub(crate) mod tests {
                     ApiKey::Produce => encoded(&sample_produce(version), version),
                     ApiKey::Fetch => encoded(&sample_fetch(version), version),
                     ApiKey::ListOffsets => encoded(&sample_list_offsets(), version),
+                    ApiKey::InitProducerId => encoded(&InitProducerIdRequest::default(), version),
                     ApiKey::OffsetForLeaderEpoch => {
                         encoded(&sample_offset_for_leader_epoch(), version)
                     }
@@ -517,6 +634,17 @@ pub(crate) mod tests {
                     ApiKey::AlterConfigs => {
                         encoded(&incremental_alter_configs::legacy_request(), version)
                     }
+                    ApiKey::FindCoordinator => encoded(&find_coordinator::request(version), version),
+                    ApiKey::JoinGroup => encoded(&join_group::request(), version),
+                    ApiKey::SyncGroup => encoded(&sync_group::request(), version),
+                    ApiKey::Heartbeat => encoded(&HeartbeatRequest::default(), version),
+                    ApiKey::LeaveGroup => encoded(&leave_group::request(version), version),
+                    ApiKey::OffsetCommit => encoded(&offset_commit::request(), version),
+                    ApiKey::OffsetFetch => encoded(&offset_fetch::request(version), version),
+                    ApiKey::ListGroups => encoded(&list_groups::request(), version),
+                    ApiKey::DescribeGroups => encoded(&describe_groups::request(), version),
+                    ApiKey::DeleteGroups => encoded(&delete_groups::request(), version),
+                    ApiKey::OffsetDelete => encoded(&offset_delete::request(), version),
                     other => panic!("{other:?} is advertised but has no test request"),
                 };
                 let decoded = ServedRequest::decode(*api, version, body);
