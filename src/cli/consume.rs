@@ -4,6 +4,13 @@
 //! tab-separated; `--json` prints one object per line instead. Starts at
 //! the end of each partition unless told otherwise, and runs until
 //! `--max-messages`, `--timeout-ms` of silence, or Ctrl-C.
+//!
+//! With `--group` it reads as a member of that consumer group: the group
+//! hands it partitions, it starts at the group's committed offsets (else
+//! at the end, or the beginning with `--from-beginning`, as
+//! `auto.offset.reset`), commits after each printed batch and on the way
+//! out, and leaves the group on exit and Ctrl-C so its partitions move on
+//! at once.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -13,6 +20,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::client::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartOffset};
+use crate::client::group::{GroupConfig, GroupConsumer};
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
@@ -29,6 +37,11 @@ pub struct ConsumeArgs {
     /// Start at this offset (needs --partition).
     #[arg(long, requires = "partition")]
     pub offset: Option<i64>,
+    /// Read as a member of this consumer group (partitions from the group,
+    /// committed offsets); --from-beginning then applies to partitions the
+    /// group has no offset for.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    pub group: Option<String>,
     /// Exit after this many records.
     #[arg(long)]
     pub max_messages: Option<u64>,
@@ -57,12 +70,21 @@ pub fn run(args: ConsumeArgs) -> i32 {
         }
     };
     let topic = args.topic.clone();
+    if args.group.is_some() {
+        // Not cancelled from outside: Ctrl-C ends the loop, which then
+        // commits and leaves the group.
+        return finish(&topic, rt.block_on(consume_group(args)));
+    }
     let result = rt.block_on(async {
         tokio::select! {
             result = consume(args) => result,
             _ = tokio::signal::ctrl_c() => Ok(None),
         }
     });
+    finish(&topic, result)
+}
+
+fn finish(topic: &str, result: Result<Option<u64>, String>) -> i32 {
     match result {
         Ok(Some(count)) => {
             eprintln!("Processed a total of {count} messages");
@@ -76,20 +98,107 @@ pub fn run(args: ConsumeArgs) -> i32 {
     }
 }
 
-async fn consume(args: ConsumeArgs) -> Result<Option<u64>, String> {
-    let start = match (args.offset, args.from_beginning) {
-        (Some(offset), _) => StartOffset::At(offset),
-        (None, true) => StartOffset::Earliest,
-        (None, false) => StartOffset::Latest,
-    };
-    let config = ConsumerConfig {
+fn consumer_config(args: &ConsumeArgs) -> ConsumerConfig {
+    ConsumerConfig {
         reset: if args.from_beginning {
             OffsetReset::Earliest
         } else {
             OffsetReset::Latest
         },
         ..ConsumerConfig::default()
+    }
+}
+
+/// `consume` as a group member; see the module docs.
+async fn consume_group(args: ConsumeArgs) -> Result<Option<u64>, String> {
+    let group = args.group.clone().unwrap_or_default();
+    let about = |e: &dyn std::fmt::Display| format!("group '{group}': {e}");
+    let mut consumer = GroupConsumer::subscribe(
+        &args.bootstrap_server,
+        &args.topic,
+        GroupConfig::new(&group),
+        consumer_config(&args),
+    )
+    .await
+    .map_err(|e| about(&e))?;
+    let outcome = tokio::select! {
+        outcome = print_group(&args, &mut consumer) => outcome,
+        _ = tokio::signal::ctrl_c() => Ok(None),
     };
+    // What was printed is committed even if reading failed; a failed
+    // commit or leave is reported, but a reading error comes first.
+    let closed = consumer.close().await.map_err(|e| about(&e));
+    let count = outcome.map_err(|e| about(&e))?;
+    closed?;
+    Ok(count)
+}
+
+/// The print loop of [`consume_group`]: returns the count when a limit
+/// ends it, `None` when stdout closed. Cancel-safe between records: every
+/// printed record is marked consumed before the next await.
+async fn print_group(
+    args: &ConsumeArgs,
+    consumer: &mut GroupConsumer,
+) -> Result<Option<u64>, crate::client::consumer::ConsumeError> {
+    let idle_limit = args.timeout_ms.map(Duration::from_millis);
+    let mut last_record = Instant::now();
+    let mut count = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.max_messages.is_some_and(|max| count >= max) {
+            return Ok(Some(count));
+        }
+        let records = match idle_limit {
+            Some(limit) => {
+                let left = limit.saturating_sub(last_record.elapsed());
+                match tokio::time::timeout(left, consumer.poll()).await {
+                    Ok(records) => records?,
+                    Err(_) => return Ok(Some(count)),
+                }
+            }
+            None => consumer.poll().await?,
+        };
+        if records.is_empty() {
+            if idle_limit.is_some_and(|limit| last_record.elapsed() >= limit) {
+                return Ok(Some(count));
+            }
+            continue;
+        }
+        last_record = Instant::now();
+        {
+            let mut out = stdout.lock();
+            for record in &records {
+                if args.max_messages.is_some_and(|max| count >= max) {
+                    break;
+                }
+                let line = format_record(args, consumer.topic(), record);
+                if writeln!(out, "{line}").is_err() {
+                    return Ok(None);
+                }
+                consumer.mark_consumed(record);
+                count += 1;
+            }
+            if out.flush().is_err() {
+                return Ok(None);
+            }
+        }
+        if let Err(e) = consumer.commit().await {
+            // The group moved on: the next poll rejoins; what this commit
+            // covered may be read again by the partition's new owner.
+            if !consumer.member().rebalance_needed() {
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn consume(args: ConsumeArgs) -> Result<Option<u64>, String> {
+    let start = match (args.offset, args.from_beginning) {
+        (Some(offset), _) => StartOffset::At(offset),
+        (None, true) => StartOffset::Earliest,
+        (None, false) => StartOffset::Latest,
+    };
+    let config = consumer_config(&args);
     let partitions = args.partition.map(|p| vec![p]);
     let mut consumer = Consumer::assign(
         &args.bootstrap_server,

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod dev_cluster;
+pub mod group;
 pub mod node;
 pub mod produce;
 pub mod topic;
@@ -44,6 +45,11 @@ pub enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Measure produce or consume throughput and latency.
     Bench {
         #[command(subcommand)]
@@ -60,6 +66,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Consume(args) => consume::run(args),
         Command::Bench { command } => bench::run(command),
         Command::Topic { command } => topic::run(command),
+        Command::Group { command } => group::run(command),
     }
 }
 

@@ -598,32 +598,33 @@ impl GroupMember {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Finds the coordinator (again, if it was lost) and connects to it.
-    async fn coordinator(&mut self) -> Result<&mut KafkaClient, ClientError> {
+    /// The coordinator connection, found (again, if it was lost) and
+    /// connected if need be, taken out of the member for one exchange: a
+    /// caller cancelled mid-request drops it with its unread answer, so no
+    /// later request can read a stale one.
+    async fn take_coordinator(&mut self) -> Result<KafkaClient, ClientError> {
         if self.flags.coordinator_lost.swap(false, Ordering::AcqRel) {
             self.coordinator = None;
         }
-        if self.coordinator.is_none() {
-            let deadline = Instant::now() + self.config.request_timeout;
-            let address = loop {
-                match self.discover().await {
-                    Ok(address) => break address,
-                    Err(e) if retriable_coordinator_error(&e) && Instant::now() < deadline => {
-                        tracing::debug!("group {}: {e}; retrying", self.config.group_id);
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            // JoinGroup is held until every member rejoined, up to the rebalance timeout.
-            let timeout = self.config.request_timeout + self.config.rebalance_timeout;
-            let client = KafkaClient::connect(&address, timeout).await?;
-            self.lock().coordinator = Some(address);
-            self.coordinator = Some(client);
+        if let Some(client) = self.coordinator.take() {
+            return Ok(client);
         }
-        self.coordinator
-            .as_mut()
-            .ok_or_else(|| ClientError::Protocol("no coordinator connection".into()))
+        let deadline = Instant::now() + self.config.request_timeout;
+        let address = loop {
+            match self.discover().await {
+                Ok(address) => break address,
+                Err(e) if retriable_coordinator_error(&e) && Instant::now() < deadline => {
+                    tracing::debug!("group {}: {e}; retrying", self.config.group_id);
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // JoinGroup is held until every member rejoined, up to the rebalance timeout.
+        let timeout = self.config.request_timeout + self.config.rebalance_timeout;
+        let client = KafkaClient::connect(&address, timeout).await?;
+        self.lock().coordinator = Some(address);
+        Ok(client)
     }
 
     async fn discover(&self) -> Result<String, ClientError> {
@@ -632,16 +633,26 @@ impl GroupMember {
         Ok(address)
     }
 
-    /// Drops the coordinator connection after an error that says it moved
-    /// or failed, so the next call finds it again.
-    fn forget_coordinator_on(&mut self, e: &ClientError) {
-        let moved = matches!(
-            kafka_error(e),
-            Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
-        );
-        if moved || !matches!(e, ClientError::Broker { .. }) {
-            self.coordinator = None;
+    /// One exchange with the coordinator. The connection is kept for the
+    /// next one unless it failed or the answer says the coordinator moved.
+    async fn exchange<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut KafkaClient) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut client = self.take_coordinator().await?;
+        let result = f(&mut client).await;
+        let keep = match &result {
+            Ok(_) => true,
+            Err(e @ ClientError::Broker { .. }) => !matches!(
+                kafka_error(e),
+                Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
+            ),
+            Err(_) => false,
+        };
+        if keep {
+            self.coordinator = Some(client);
         }
+        result
     }
 
     /// (Re)joins the group: JoinGroup, the leader's assignment, SyncGroup.
@@ -659,7 +670,6 @@ impl GroupMember {
                     return Ok(&self.assignment);
                 }
                 Err(e) => {
-                    self.forget_coordinator_on(&e);
                     let again = match kafka_error(&e) {
                         Some(ResponseError::UnknownMemberId) => {
                             self.lock().member_id.clear();
@@ -697,7 +707,7 @@ impl GroupMember {
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(str_bytes(RANGE))
                 .with_metadata(metadata)]);
-        let joined = self.coordinator().await?.request(request).await?;
+        let joined = self.exchange(async |c| c.request(request).await).await?;
         if joined.error_code == ResponseError::MemberIdRequired.code() {
             // KIP-394: the coordinator names us; join again with that id.
             self.lock().member_id = joined.member_id.to_string();
@@ -719,19 +729,23 @@ impl GroupMember {
         } else {
             Vec::new()
         };
-        let client = self.coordinator().await?;
-        let version = client.negotiated_version::<SyncGroupRequest>()?;
-        let mut request = SyncGroupRequest::default()
-            .with_group_id(group_id(&group))
-            .with_generation_id(joined.generation_id)
-            .with_member_id(str_bytes(&member_id))
-            .with_assignments(assignments);
-        if version >= 5 {
-            request = request
-                .with_protocol_type(Some(str_bytes(PROTOCOL_TYPE)))
-                .with_protocol_name(Some(str_bytes(&protocol)));
-        }
-        let synced = client.send(request, version).await?;
+        let synced = self
+            .exchange(async |c| {
+                let version = c.negotiated_version::<SyncGroupRequest>()?;
+                let mut request = SyncGroupRequest::default()
+                    .with_group_id(group_id(&group))
+                    .with_generation_id(joined.generation_id)
+                    .with_member_id(str_bytes(&member_id))
+                    .with_assignments(assignments);
+                // v5 (KIP-559) names the protocol, which the coordinator checks.
+                if version >= 5 {
+                    request = request
+                        .with_protocol_type(Some(str_bytes(PROTOCOL_TYPE)))
+                        .with_protocol_name(Some(str_bytes(&protocol)));
+                }
+                c.send(request, version).await
+            })
+            .await?;
         check("SyncGroup", synced.error_code, None)?;
         decode_assignment(&synced.assignment)
     }
@@ -755,10 +769,9 @@ impl GroupMember {
             subscriptions.insert(m.member_id.to_string(), topics);
         }
         let topics: BTreeSet<String> = subscriptions.values().flatten().cloned().collect();
+        let topics: Vec<String> = topics.into_iter().collect();
         let metadata = self
-            .coordinator()
-            .await?
-            .metadata(Some(topics.into_iter().collect()))
+            .exchange(async |c| c.metadata(Some(topics)).await)
             .await?;
         let partitions_per_topic: BTreeMap<String, i32> = metadata
             .topics
@@ -787,17 +800,15 @@ impl GroupMember {
         let group = self.config.group_id.clone();
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
-            let result = match self.coordinator().await {
-                Ok(client) => client.offset_fetch(&group, Some(partitions)).await,
-                Err(e) => Err(e),
-            };
+            let result = self
+                .exchange(async |c| c.offset_fetch(&group, Some(partitions)).await)
+                .await;
             match result {
                 Err(e)
                     if (retriable_coordinator_error(&e)
                         || kafka_error(&e) == Some(ResponseError::UnstableOffsetCommit))
                         && Instant::now() < deadline =>
                 {
-                    self.forget_coordinator_on(&e);
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 other => return other,
@@ -819,14 +830,12 @@ impl GroupMember {
                 let m = self.lock();
                 (m.generation_id, m.member_id.clone())
             };
-            let result = match self.coordinator().await {
-                Ok(client) => {
-                    client
-                        .offset_commit(&group, generation_id, &member_id, offsets)
+            let result = self
+                .exchange(async |c| {
+                    c.offset_commit(&group, generation_id, &member_id, offsets)
                         .await
-                }
-                Err(e) => Err(e),
-            };
+                })
+                .await;
             let Err(e) = result else {
                 return Ok(());
             };
@@ -841,7 +850,6 @@ impl GroupMember {
                     return Err(e);
                 }
                 _ if retriable_coordinator_error(&e) && Instant::now() < deadline => {
-                    self.forget_coordinator_on(&e);
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 _ => return Err(e),
@@ -862,26 +870,32 @@ impl GroupMember {
         if member_id.is_empty() {
             return Ok(());
         }
-        let client = self.coordinator().await?;
-        let version = client.negotiated_version::<LeaveGroupRequest>()?;
-        // v3 (KIP-345) leaves in batches of member identities.
-        let request = if version >= 3 {
-            LeaveGroupRequest::default()
-                .with_group_id(group_id(&group))
-                .with_members(vec![MemberIdentity::default()
-                    .with_member_id(str_bytes(&member_id))
-                    .with_reason(
-                        (version >= 5).then(|| str_bytes("the consumer is closing")),
-                    )])
-        } else {
-            LeaveGroupRequest::default()
-                .with_group_id(group_id(&group))
-                .with_member_id(str_bytes(&member_id))
-        };
-        let response = client.send(request, version).await?;
-        check("LeaveGroup", response.error_code, None)?;
-        for m in &response.members {
-            check("LeaveGroup", m.error_code, None)?;
+        let response = self
+            .exchange(async |c| {
+                let version = c.negotiated_version::<LeaveGroupRequest>()?;
+                // v3 (KIP-345) leaves in batches of member identities.
+                let request = if version >= 3 {
+                    LeaveGroupRequest::default()
+                        .with_group_id(group_id(&group))
+                        .with_members(vec![MemberIdentity::default()
+                            .with_member_id(str_bytes(&member_id))
+                            .with_reason(
+                                (version >= 5).then(|| str_bytes("the consumer is closing")),
+                            )])
+                } else {
+                    LeaveGroupRequest::default()
+                        .with_group_id(group_id(&group))
+                        .with_member_id(str_bytes(&member_id))
+                };
+                c.send(request, version).await
+            })
+            .await?;
+        // A member the coordinator already dropped has nothing to leave.
+        let gone = ResponseError::UnknownMemberId.code();
+        let codes = std::iter::once(response.error_code)
+            .chain(response.members.iter().map(|m| m.error_code));
+        for code in codes.filter(|c| *c != gone) {
+            check("LeaveGroup", code, None)?;
         }
         Ok(())
     }
@@ -1103,6 +1117,9 @@ impl GroupConsumer {
             if let Err(e) = self.commit().await {
                 tracing::debug!("commit before rebalance: {e}");
             }
+            // Positions of the old assignment are not ours to commit any more.
+            self.consumed.clear();
+            self.committed.clear();
             self.member.rejoin().await?;
             self.take_assignment().await?;
         }
