@@ -171,6 +171,10 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: u64,
     /// `group.max.size` [i32::MAX].
     pub group_max_size: i32,
+    /// `group.min.session.timeout.ms` [6000].
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` [1800000].
+    pub group_max_session_timeout_ms: i32,
     /// `offsets.retention.minutes` [10080 = 7 days].
     pub offsets_retention_minutes: u64,
     /// `message.max.bytes` [1048588].
@@ -622,6 +626,12 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
     let key = "group.max.size";
     let group_max_size: i32 = int_or(p, key, i32::MAX)?;
     require_positive(key, group_max_size)?;
+    let key = "group.min.session.timeout.ms";
+    let group_min_session_timeout_ms: i32 = int_or(p, key, 6000)?;
+    require_positive(key, group_min_session_timeout_ms)?;
+    let key = "group.max.session.timeout.ms";
+    let group_max_session_timeout_ms: i32 = int_or(p, key, 1_800_000)?;
+    require_positive(key, group_max_session_timeout_ms)?;
     let key = "offsets.retention.minutes";
     let offsets_retention_minutes: u64 = int_or(p, key, 10_080)?;
     require_positive(key, offsets_retention_minutes)?;
@@ -689,6 +699,8 @@ fn build(p: &mut Props) -> Result<Config, ConfigError> {
         controlled_shutdown_enable,
         group_initial_rebalance_delay_ms,
         group_max_size,
+        group_min_session_timeout_ms,
+        group_max_session_timeout_ms,
         offsets_retention_minutes,
         message_max_bytes,
         log_message_timestamp_type,
@@ -1225,6 +1237,8 @@ mod tests {
         assert!(c.controlled_shutdown_enable);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
         assert_eq!(c.group_max_size, i32::MAX);
+        assert_eq!(c.group_min_session_timeout_ms, 6000);
+        assert_eq!(c.group_max_session_timeout_ms, 1_800_000);
         assert_eq!(c.offsets_retention_minutes, 10_080);
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert_eq!(c.log_message_timestamp_type, "CreateTime");

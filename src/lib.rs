@@ -4,6 +4,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod kafka;
 pub mod metadata;
 pub mod metrics;

@@ -169,6 +169,13 @@ pub async fn start_with_listeners(
         controller: controller.clone(),
         config: config.clone(),
         replicas: replicas.clone(),
+        group: crate::group::GroupCoordinator::start(
+            config.node_id,
+            crate::group::GroupSettings::from_config(&config),
+            controller.clone(),
+            Some(replicas.clone()),
+            shutdown_rx.clone(),
+        ),
     });
     tasks.push(tokio::spawn(crate::kafka::server::serve(
         kafka,

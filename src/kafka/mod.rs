@@ -35,4 +35,6 @@ pub struct BrokerContext {
     pub config: Arc<crate::config::Config>,
     /// The partitions this broker hosts: produce and fetch go through it.
     pub replicas: Arc<crate::replication::ReplicaManager>,
+    /// Consumer groups this broker coordinates, and offset commits.
+    pub group: Arc<crate::group::GroupCoordinator>,
 }

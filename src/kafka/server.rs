@@ -306,6 +306,13 @@ mod tests {
                     Arc::new(crate::config::Config::default()),
                     Arc::new(crate::storage::LogManager::open(&dir.path().join("logs")).unwrap()),
                 )),
+                group: crate::group::GroupCoordinator::start(
+                    1,
+                    crate::group::GroupSettings::from_config(&crate::config::Config::default()),
+                    controller.clone(),
+                    None,
+                    shutdown_rx.clone(),
+                ),
             });
             let server = tokio::spawn(serve(kafka, ctx, shutdown_rx));
             TestBroker {

@@ -641,7 +641,7 @@ pub(crate) mod tests {
                     ApiKey::LeaveGroup => encoded(&leave_group::request(version), version),
                     ApiKey::OffsetCommit => encoded(&offset_commit::request(), version),
                     ApiKey::OffsetFetch => encoded(&offset_fetch::request(version), version),
-                    ApiKey::ListGroups => encoded(&list_groups::request(), version),
+                    ApiKey::ListGroups => encoded(&list_groups::request(version), version),
                     ApiKey::DescribeGroups => encoded(&describe_groups::request(), version),
                     ApiKey::DeleteGroups => encoded(&delete_groups::request(), version),
                     ApiKey::OffsetDelete => encoded(&offset_delete::request(), version),
