@@ -1,0 +1,333 @@
+//! Consumer groups as a user runs them: two `fjord consume --group`
+//! processes share a topic's partitions through the group coordinator,
+//! together print every record, commit what they printed and leave on
+//! Ctrl-C; `fjord group describe` shows the members, their partitions and
+//! the committed offsets with zero lag; `fjord group reset-offsets` moves
+//! an empty group back so a new member reads everything again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fjord::client::KafkaClient;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use serde_json::Value;
+
+mod common;
+
+use common::bin::{run_with_input, signal, FJORD};
+use common::{wait_for, TestCluster};
+
+const TOPIC: &str = "events";
+const PARTITIONS: i32 = 4;
+const RECORDS: usize = 200;
+
+/// Creates `name`, retrying while the new node's broker is not yet unfenced.
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let mut client = KafkaClient::connect(bootstrap, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)]);
+        let response = client.request(request).await.expect("CreateTopics");
+        match ResponseError::try_from_code(response.topics[0].error_code) {
+            None | Some(ResponseError::TopicAlreadyExists) => return,
+            Some(ResponseError::InvalidReplicationFactor) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Some(e) => panic!("create {name}: {e:?}"),
+        }
+    }
+}
+
+/// Runs the binary off the runtime's threads, so the in-process node keeps serving.
+async fn fjord(args: Vec<String>, input: &str) -> Output {
+    let input = input.to_string();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_with_input(&args, &input)
+    })
+    .await
+    .expect("fjord ran")
+}
+
+fn args(list: &[&str], bootstrap: &str) -> Vec<String> {
+    list.iter()
+        .map(|s| s.to_string())
+        .chain(["--bootstrap-server".to_string(), bootstrap.to_string()])
+        .collect()
+}
+
+fn stdout_of(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+/// `fjord group describe g --json`, if it succeeds.
+async fn describe(bootstrap: &str, group: &str) -> Option<Value> {
+    let out = fjord(
+        args(
+            &["group", "describe", group, "--json", "--timeout", "5"],
+            bootstrap,
+        ),
+        "",
+    )
+    .await;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Per partition of TOPIC: (committed offset, log end offset, lag).
+fn offsets(described: &Value) -> BTreeMap<i64, (Option<i64>, Option<i64>, Option<i64>)> {
+    described["offsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["topic"] == TOPIC)
+        .filter_map(|o| {
+            Some((
+                o["partition"].as_i64()?,
+                (
+                    o["committed_offset"].as_i64(),
+                    o["log_end_offset"].as_i64(),
+                    o["lag"].as_i64(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// A `fjord consume --group` process; killed if the test ends early.
+struct Member(Option<Child>);
+
+impl Member {
+    fn start(bootstrap: &str, group: &str, extra: &[&str]) -> Member {
+        let child = Command::new(FJORD)
+            .args([
+                "consume",
+                TOPIC,
+                "--group",
+                group,
+                "--bootstrap-server",
+                bootstrap,
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fjord consume");
+        Member(Some(child))
+    }
+
+    /// Ctrl-C, then its output once it has committed, left and exited.
+    async fn interrupt(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        signal(&child, libc::SIGINT);
+        Self::wait(child).await
+    }
+
+    async fn wait(child: Child) -> Output {
+        tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("joined")
+            .expect("wait for fjord consume")
+    }
+
+    async fn finish(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        Self::wait(child).await
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn values(stdout: &str) -> Vec<String> {
+    stdout.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_a_topic_commit_and_a_reset_group_reads_again() {
+    let cluster = TestCluster::start(1, "").await;
+    cluster.wait_for_leader().await;
+    let bootstrap = format!("127.0.0.1:{}", cluster.nodes[0].kafka_port);
+    create_topic(&bootstrap, TOPIC, PARTITIONS).await;
+
+    let a = Member::start(&bootstrap, "g", &["--from-beginning"]);
+    let b = Member::start(&bootstrap, "g", &["--from-beginning"]);
+
+    // Both members in one generation, two partitions each, all four covered.
+    let stable = wait_for(
+        "group g stable with two members of two partitions each",
+        Duration::from_secs(60),
+        || async {
+            let d = describe(&bootstrap, "g").await?;
+            let members = d["members"].as_array()?;
+            if d["state"] != "Stable" || members.len() != 2 {
+                return None;
+            }
+            let mut covered = BTreeSet::new();
+            for m in members {
+                let partitions = m["assignment"][TOPIC].as_array()?;
+                if partitions.len() != 2 {
+                    return None;
+                }
+                covered.extend(partitions.iter().filter_map(Value::as_i64));
+            }
+            (covered == (0..i64::from(PARTITIONS)).collect()).then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(stable["protocol_type"], "consumer");
+    assert_eq!(stable["protocol"], "range");
+
+    let lines: Vec<String> = (0..RECORDS).map(|i| format!("key-{i}:value-{i}")).collect();
+    let out = fjord(
+        args(&["produce", TOPIC, "--key-separator", ":"], &bootstrap),
+        &(lines.join("\n") + "\n"),
+    )
+    .await;
+    stdout_of(&out, "produce");
+
+    // They commit after each printed batch: the group catches up to the
+    // log end on every partition while both are still members.
+    let caught_up = wait_for(
+        "group g to commit every record with two members",
+        Duration::from_secs(60),
+        || async {
+            let d = describe(&bootstrap, "g").await?;
+            let offsets = offsets(&d);
+            let total: i64 = offsets.values().filter_map(|(_, end, _)| *end).sum();
+            let done = offsets.len() == PARTITIONS as usize
+                && total == RECORDS as i64
+                && offsets
+                    .values()
+                    .all(|(c, e, lag)| c == e && *lag == Some(0));
+            (done && d["members"].as_array()?.len() == 2).then_some(d)
+        },
+    )
+    .await;
+    for o in caught_up["offsets"].as_array().expect("offsets") {
+        assert!(
+            o["member_id"].is_string(),
+            "partition without an owner: {o}"
+        );
+    }
+
+    let out_a = a.interrupt().await;
+    let out_b = b.interrupt().await;
+    let printed_a = values(&stdout_of(&out_a, "member a"));
+    let printed_b = values(&stdout_of(&out_b, "member b"));
+    assert!(
+        !printed_a.is_empty() && !printed_b.is_empty(),
+        "one member printed nothing"
+    );
+    let together: BTreeSet<String> = printed_a.iter().chain(&printed_b).cloned().collect();
+    let expected: BTreeSet<String> = (0..RECORDS).map(|i| format!("value-{i}")).collect();
+    assert_eq!(together, expected, "together they print every record");
+
+    // Both left: the group is empty at once, its offsets stay.
+    let empty = describe(&bootstrap, "g").await.expect("describe g");
+    assert_eq!(empty["state"], "Empty", "{empty}");
+    assert_eq!(empty["members"].as_array().map(Vec::len), Some(0));
+    let committed = offsets(&empty);
+    assert_eq!(committed.len(), PARTITIONS as usize);
+    for (partition, (c, end, lag)) in &committed {
+        assert_eq!(c, end, "partition {partition}");
+        assert_eq!(*lag, Some(0), "partition {partition}");
+    }
+    let listed = stdout_of(
+        &fjord(args(&["group", "list"], &bootstrap), "").await,
+        "group list",
+    );
+    assert!(listed.lines().any(|l| l == "g"), "{listed}");
+
+    // A dry run prints the plan and changes nothing.
+    let reset = [
+        "group",
+        "reset-offsets",
+        "g",
+        "--topic",
+        TOPIC,
+        "--to-earliest",
+    ];
+    let plan = stdout_of(&fjord(args(&reset, &bootstrap), "").await, "dry run");
+    for (partition, (c, _, _)) in &committed {
+        let row = format!("g\t{TOPIC}\t{partition}\t{}\t0", c.expect("committed"));
+        assert!(plan.lines().any(|l| l == row), "no '{row}' in\n{plan}");
+    }
+    let unchanged = describe(&bootstrap, "g").await.expect("describe g");
+    assert_eq!(offsets(&unchanged), committed, "a dry run changed offsets");
+
+    let mut execute = reset.to_vec();
+    execute.push("--execute");
+    stdout_of(
+        &fjord(args(&execute, &bootstrap), "").await,
+        "reset --execute",
+    );
+    let rewound = describe(&bootstrap, "g").await.expect("describe g");
+    for (partition, (c, end, lag)) in offsets(&rewound) {
+        assert_eq!(c, Some(0), "partition {partition}");
+        assert_eq!(lag, end, "partition {partition}");
+    }
+
+    // A new member starts at the committed offsets, not at the end.
+    let again = Member::start(&bootstrap, "g", &["--timeout-ms", "5000"])
+        .finish()
+        .await;
+    let reread: BTreeSet<String> = values(&stdout_of(&again, "new member"))
+        .into_iter()
+        .collect();
+    assert_eq!(reread, expected, "the reset group reads everything again");
+
+    // Resetting a group with a live member is refused.
+    let live = Member::start(&bootstrap, "g", &[]);
+    wait_for(
+        "the live member to join",
+        Duration::from_secs(30),
+        || async {
+            let d = describe(&bootstrap, "g").await?;
+            (d["members"].as_array()?.len() == 1 && d["state"] == "Stable").then_some(())
+        },
+    )
+    .await;
+    let refused = fjord(args(&execute, &bootstrap), "").await;
+    assert_eq!(refused.status.code(), Some(2), "reset of a live group");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("group 'g'"), "{message}");
+    let refused = fjord(args(&["group", "delete", "g"], &bootstrap), "").await;
+    assert_eq!(refused.status.code(), Some(2), "delete of a live group");
+    stdout_of(&live.interrupt().await, "live member");
+
+    stdout_of(
+        &fjord(args(&["group", "delete", "g"], &bootstrap), "").await,
+        "group delete",
+    );
+    let gone = fjord(args(&["group", "describe", "g"], &bootstrap), "").await;
+    assert_eq!(gone.status.code(), Some(2), "describe of a deleted group");
+    let message = String::from_utf8_lossy(&gone.stderr);
+    assert!(message.contains("group 'g'"), "{message}");
+}
