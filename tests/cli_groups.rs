@@ -93,8 +93,11 @@ async fn describe(bootstrap: &str, group: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-/// Per partition of TOPIC: (committed offset, log end offset, lag).
-fn offsets(described: &Value) -> BTreeMap<i64, (Option<i64>, Option<i64>, Option<i64>)> {
+/// Committed offset, log end offset and lag of one partition.
+type PartitionOffsets = (Option<i64>, Option<i64>, Option<i64>);
+
+/// Per partition of TOPIC, as `describe --json` reports it.
+fn offsets(described: &Value) -> BTreeMap<i64, PartitionOffsets> {
     described["offsets"]
         .as_array()
         .into_iter()
