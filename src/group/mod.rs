@@ -195,10 +195,7 @@ impl GroupCoordinator {
             let group = groups
                 .entry(request.group_id.clone())
                 .or_insert_with(|| Group::new(&request.group_id));
-            match group.join(request, &self.settings, Instant::now()) {
-                Ok(rx) => rx,
-                Err(outcome) => return outcome,
-            }
+            group.join(request, &self.settings, Instant::now())
         };
         match tokio::time::timeout(wait, receiver).await {
             Ok(Ok(outcome)) => outcome,

@@ -170,6 +170,13 @@ fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
+/// A long poll that is already answered.
+fn answered<T>(outcome: T) -> oneshot::Receiver<T> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(outcome);
+    rx
+}
+
 impl Group {
     pub fn new(group_id: &str) -> Self {
         Group {
@@ -200,9 +207,9 @@ impl Group {
         req: JoinRequest,
         settings: &GroupSettings,
         now: Instant,
-    ) -> Result<oneshot::Receiver<JoinOutcome>, JoinOutcome> {
+    ) -> oneshot::Receiver<JoinOutcome> {
         let member_id = req.member_id.clone();
-        let fail = |e: ResponseError| Err(JoinOutcome::error(code(e), &member_id));
+        let fail = |e: ResponseError| answered(JoinOutcome::error(code(e), &member_id));
         if self.state == GroupState::Dead {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
@@ -225,19 +232,19 @@ impl Group {
             if req.require_known_member_id && req.group_instance_id.is_none() {
                 let expires = now + Duration::from_millis(req.session_timeout_ms.max(0) as u64);
                 self.pending_members.insert(new_id.clone(), expires);
-                return Err(JoinOutcome::error(
+                return answered(JoinOutcome::error(
                     code(ResponseError::MemberIdRequired),
                     &new_id,
                 ));
             }
-            return Ok(self.add_member(new_id, req, settings, now));
+            return self.add_member(new_id, req, settings, now);
         }
         if self.pending_members.remove(&req.member_id).is_some() {
             if self.members.len() >= settings.max_size {
                 return fail(ResponseError::GroupMaxSizeReached);
             }
             let id = req.member_id.clone();
-            return Ok(self.add_member(id, req, settings, now));
+            return self.add_member(id, req, settings, now);
         }
         let Some(member) = self.members.get(&req.member_id) else {
             return fail(ResponseError::UnknownMemberId);
@@ -250,22 +257,18 @@ impl Group {
         let same_protocols = member.protocols == req.protocols;
         let is_leader = self.leader.as_deref() == Some(req.member_id.as_str());
         match self.state {
-            GroupState::PreparingRebalance => Ok(self.update_member(req, settings, now)),
+            GroupState::PreparingRebalance => self.update_member(req, settings, now),
             GroupState::CompletingRebalance if same_protocols => {
                 // A retried join: answer with the current generation.
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(self.join_outcome(&req.member_id, false));
-                Ok(rx)
+                answered(self.join_outcome(&req.member_id, false))
             }
             GroupState::Stable if same_protocols && !is_leader => {
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(self.join_outcome(&req.member_id, false));
-                Ok(rx)
+                answered(self.join_outcome(&req.member_id, false))
             }
             _ => {
                 let rx = self.update_member(req, settings, now);
                 self.prepare_rebalance(settings, now);
-                Ok(rx)
+                rx
             }
         }
     }
@@ -278,9 +281,9 @@ impl Group {
         req: JoinRequest,
         old_id: String,
         now: Instant,
-    ) -> Result<oneshot::Receiver<JoinOutcome>, JoinOutcome> {
+    ) -> oneshot::Receiver<JoinOutcome> {
         let Some(mut member) = self.members.remove(&old_id) else {
-            return Err(JoinOutcome::error(
+            return answered(JoinOutcome::error(
                 code(ResponseError::UnknownMemberId),
                 &req.member_id,
             ));
@@ -316,11 +319,9 @@ impl Group {
             && same_protocols
             && (!was_leader || req.supports_skip_assignment);
         if quiet {
-            let (tx, rx) = oneshot::channel();
             // A returning leader gets the members but skips the assignment
             // (KIP-814), so it does not overwrite everyone's partitions.
-            let _ = tx.send(self.join_outcome(&new_id, was_leader));
-            return Ok(rx);
+            return answered(self.join_outcome(&new_id, was_leader));
         }
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&new_id) {
@@ -336,7 +337,7 @@ impl Group {
         };
         self.prepare_rebalance(&settings_like, now);
         self.maybe_complete_join(now);
-        Ok(rx)
+        rx
     }
 
     fn supports_protocols(&self, req: &JoinRequest) -> bool {
@@ -940,9 +941,9 @@ mod tests {
         s: &GroupSettings,
         now: Instant,
     ) -> (String, oneshot::Receiver<JoinOutcome>) {
-        let first = g.join(join_req("", None), s, now).unwrap_err();
+        let first = ready(&mut g.join(join_req("", None), s, now)).unwrap();
         assert_eq!(first.error, ResponseError::MemberIdRequired.code());
-        let rx = g.join(join_req(&first.member_id, None), s, now).unwrap();
+        let rx = g.join(join_req(&first.member_id, None), s, now);
         (first.member_id, rx)
     }
 
@@ -964,7 +965,7 @@ mod tests {
             g.heartbeat(1, &a, None, now),
             ResponseError::RebalanceInProgress.code()
         );
-        let mut ra = g.join(join_req(&a, None), s, now).unwrap();
+        let mut ra = g.join(join_req(&a, None), s, now);
         let oa = ready(&mut ra).unwrap();
         let ob = ready(&mut rb).unwrap();
         assert_eq!((oa.generation_id, ob.generation_id), (2, 2));
@@ -1012,7 +1013,7 @@ mod tests {
         g.tick(now + Duration::from_millis(6500), &s);
         assert!(!g.members.contains_key(&b), "b's session expired");
         assert_eq!(g.state, GroupState::PreparingRebalance);
-        let mut ra = g.join(join_req(&a, None), &s, later).unwrap();
+        let mut ra = g.join(join_req(&a, None), &s, later);
         let oa = ready(&mut ra).unwrap();
         assert_eq!(oa.generation_id, 3);
         assert_eq!(oa.members.len(), 1);
@@ -1069,7 +1070,7 @@ mod tests {
         let mut g = Group::new("g");
         let now = Instant::now();
         join_new(&mut g, &s, now);
-        let refused = g.join(join_req("", None), &s, now).unwrap_err();
+        let refused = ready(&mut g.join(join_req("", None), &s, now)).unwrap();
         assert_eq!(refused.error, ResponseError::GroupMaxSizeReached.code());
     }
 
@@ -1078,12 +1079,10 @@ mod tests {
         let s = settings(0);
         let mut g = Group::new("g");
         let now = Instant::now();
-        let mut r1 = g.join(join_req("", Some("i1")), &s, now).unwrap();
+        let mut r1 = g.join(join_req("", Some("i1")), &s, now);
         let o1 = ready(&mut r1).unwrap();
-        let mut r2 = g.join(join_req("", Some("i2")), &s, now).unwrap();
-        let mut r1 = g
-            .join(join_req(&o1.member_id, Some("i1")), &s, now)
-            .unwrap();
+        let mut r2 = g.join(join_req("", Some("i2")), &s, now);
+        let mut r1 = g.join(join_req(&o1.member_id, Some("i1")), &s, now);
         let (o1, o2) = (ready(&mut r1).unwrap(), ready(&mut r2).unwrap());
         let leader = o1.leader.clone();
         let (lead, follow) = if leader == o1.member_id {
@@ -1109,7 +1108,7 @@ mod tests {
         } else {
             "i2"
         };
-        let mut rr = g.join(join_req("", Some(instance)), &s, now).unwrap();
+        let mut rr = g.join(join_req("", Some(instance)), &s, now);
         let back = ready(&mut rr).unwrap();
         assert_eq!(back.error, 0);
         assert_eq!(back.generation_id, generation, "no rebalance");
