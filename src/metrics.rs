@@ -201,4 +201,29 @@ fn describe() {
         Unit::Seconds,
         "Time acks=all produce partitions waited for the ISR"
     );
+    describe_gauge!(
+        "fjord_group_count",
+        "Consumer groups this broker coordinates, by state"
+    );
+    describe_counter!(
+        "fjord_group_rebalances_total",
+        "Rebalances started by groups this broker coordinates"
+    );
+    describe_counter!(
+        "fjord_group_commits_total",
+        "OffsetCommit requests written through the metadata log"
+    );
+    describe_histogram!(
+        "fjord_group_commit_seconds",
+        Unit::Seconds,
+        "Time from an offset commit's validation until the quorum had it"
+    );
+    describe_histogram!(
+        "fjord_group_commit_batch_records",
+        "Offset records per metadata log entry the committer proposed"
+    );
+    describe_gauge!(
+        "fjord_group_lag",
+        "High watermark minus committed offset, per group, topic and partition (coordinator's groups, partitions this broker leads)"
+    );
 }
