@@ -704,7 +704,21 @@ impl PartitionLog {
     /// diverged from its leader's). The high watermark follows it down.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let mut st = self.lock();
-        if st.deleted || offset >= st.log_end_offset {
+        if st.deleted {
+            return Ok(());
+        }
+        if offset >= st.log_end_offset {
+            // Nothing to cut, but an epoch this replica started as leader
+            // without writing to it must go (Kafka's `truncateTo` does the
+            // same): followers send their latest epoch, and a leader that
+            // never had it would answer with a divergence forever.
+            let leo = st.log_end_offset;
+            if let Some((first_gone, _)) = st.epochs.iter().find(|(_, start)| *start >= leo) {
+                let mut write = IndexWrite::default();
+                write.delete_epochs_from(&self.pk, *first_gone);
+                self.index.write(write)?;
+                st.epochs.retain(|(_, start)| *start < leo);
+            }
             return Ok(());
         }
         let offset = offset.max(st.log_start_offset);
@@ -1808,6 +1822,15 @@ mod tests {
         assert_eq!(reopened.end_offset_for_epoch(7), (7, 20));
         reopened.set_high_watermark(20);
         assert_eq!(offsets_read(&reopened, 0), (0..20).collect::<Vec<_>>());
+
+        // An epoch started as leader but never written to goes on a
+        // truncation at the log end; otherwise its fetches would name an
+        // epoch the new leader never had, and diverge forever.
+        reopened.start_leader_epoch(9).unwrap();
+        assert_eq!(reopened.latest_epoch(), Some(9));
+        reopened.truncate_to(20).unwrap();
+        assert_eq!(reopened.latest_epoch(), Some(7));
+        assert_eq!(reopened.log_end_offset(), 20);
 
         // Behind the leader's log start: start over there.
         reopened.truncate_fully_and_start_at(100).unwrap();
