@@ -3,7 +3,9 @@
 //! together print every record, commit what they printed and leave on
 //! Ctrl-C; `fjord group describe` shows the members, their partitions and
 //! the committed offsets with zero lag; `fjord group reset-offsets` moves
-//! an empty group back so a new member reads everything again.
+//! an empty group back so a new member reads everything again. A member
+//! killed with -9 loses its partitions to the survivor within the session
+//! timeout, and the survivor resumes them at the dead member's commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Output, Stdio};
@@ -333,4 +335,123 @@ async fn two_members_share_a_topic_commit_and_a_reset_group_reads_again() {
     assert_eq!(gone.status.code(), Some(2), "describe of a deleted group");
     let message = String::from_utf8_lossy(&gone.stderr);
     assert!(message.contains("group 'g'"), "{message}");
+}
+
+/// `Partition:P\tOffset:O\tvalue` lines as (partition, offset, value).
+fn placed(stdout: &str) -> Vec<(i64, i64, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.splitn(3, '\t');
+            let partition = fields.next()?.strip_prefix("Partition:")?.parse().ok()?;
+            let offset = fields.next()?.strip_prefix("Offset:")?.parse().ok()?;
+            Some((partition, offset, fields.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_partitions_move_to_the_survivor_at_its_committed_offsets() {
+    let cluster = TestCluster::start(1, "").await;
+    cluster.wait_for_leader().await;
+    let bootstrap = format!("127.0.0.1:{}", cluster.nodes[0].kafka_port);
+    create_topic(&bootstrap, TOPIC, PARTITIONS).await;
+    let flags = ["--from-beginning", "--print-partition", "--print-offset"];
+    let mut a = Member::start(&bootstrap, "h", &flags);
+    let b = Member::start(&bootstrap, "h", &flags);
+    let member_of = |d: &Value, i: usize| -> Option<(String, Vec<i64>)> {
+        let m = &d["members"].as_array()?[i];
+        let partitions = m["assignment"][TOPIC].as_array()?;
+        Some((
+            m["member_id"].as_str()?.to_string(),
+            partitions.iter().filter_map(Value::as_i64).collect(),
+        ))
+    };
+    wait_for(
+        "two members of group h",
+        Duration::from_secs(60),
+        || async {
+            let d = describe(&bootstrap, "h").await?;
+            let both = d["state"] == "Stable" && d["members"].as_array()?.len() == 2;
+            (both && member_of(&d, 0)?.1.len() == 2 && member_of(&d, 1)?.1.len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    stdout_of(&produce(&bootstrap, 0, 100).await, "produce");
+    let caught_up = |members: usize, total: i64| {
+        let bootstrap = bootstrap.clone();
+        move || {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let d = describe(&bootstrap, "h").await?;
+                let offsets = offsets(&d);
+                let sum: i64 = offsets.values().filter_map(|(_, end, _)| *end).sum();
+                let done = sum == total && offsets.values().all(|(_, _, lag)| *lag == Some(0));
+                (done && d["members"].as_array()?.len() == members).then_some(d)
+            }
+        }
+    };
+    let before = wait_for(
+        "both members to commit the first 100",
+        Duration::from_secs(60),
+        caught_up(2, 100),
+    )
+    .await;
+    let committed_before = offsets(&before);
+
+    // kill -9: no commit, no LeaveGroup; the coordinator notices only
+    // when its heartbeats stop for a session timeout.
+    let child = a.0.take().expect("running");
+    signal(&child, libc::SIGKILL);
+    let printed_a = placed(&stdout_of_killed(Member::wait(child).await));
+    let a_partitions: BTreeSet<i64> = printed_a.iter().map(|(p, _, _)| *p).collect();
+    assert!(
+        !a_partitions.is_empty(),
+        "the killed member printed nothing"
+    );
+
+    stdout_of(&produce(&bootstrap, 100, 200).await, "produce");
+    let after = wait_for(
+        "the survivor to own every partition and commit all 200",
+        Duration::from_secs(60),
+        caught_up(1, 200),
+    )
+    .await;
+    assert_eq!(
+        member_of(&after, 0).expect("one member").1,
+        (0..i64::from(PARTITIONS)).collect::<Vec<_>>()
+    );
+    let printed_b = placed(&stdout_of(&b.interrupt().await, "survivor"));
+
+    let together: BTreeSet<&str> = printed_a
+        .iter()
+        .chain(&printed_b)
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    assert_eq!(together.len(), 200, "every record printed at least once");
+    for (partition, offset, value) in &printed_b {
+        if a_partitions.contains(partition) {
+            let committed = committed_before[partition].0.expect("committed");
+            assert!(
+                *offset >= committed,
+                "{value} at {partition}/{offset} re-read below the dead member's commit {committed}"
+            );
+        }
+    }
+}
+
+/// Records `key-i:value-i` for i in `from..to`.
+async fn produce(bootstrap: &str, from: usize, to: usize) -> Output {
+    let lines: Vec<String> = (from..to).map(|i| format!("key-{i}:value-{i}")).collect();
+    fjord(
+        args(&["produce", TOPIC, "--key-separator", ":"], bootstrap),
+        &(lines.join("\n") + "\n"),
+    )
+    .await
+}
+
+/// A killed process's output: whatever it printed before the signal.
+fn stdout_of_killed(out: Output) -> String {
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
