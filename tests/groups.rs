@@ -96,6 +96,29 @@ async fn coordinator(cluster: &TestCluster, group: &str) -> usize {
     (answers[0] - 1) as usize
 }
 
+/// Waits until node `i` has loaded `group` (COORDINATOR_LOAD_IN_PROGRESS
+/// until its image has every earlier commit).
+async fn wait_loaded(cluster: &TestCluster, i: usize, group: &str) {
+    let mut c = client(cluster, i).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .send(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(None),
+                7,
+            )
+            .await
+            .expect("offset fetch");
+        if r.error_code != ResponseError::CoordinatorLoadInProgress.code() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {i} never loaded {group}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn join(group: &str, member: &str) -> JoinGroupRequest {
     JoinGroupRequest::default()
         .with_group_id(GroupId(s(group)))
@@ -160,6 +183,7 @@ async fn members_rebalance_commit_and_leave() {
     let cluster = started().await;
     let group = "orders-app";
     let coord = coordinator(&cluster, group).await;
+    wait_loaded(&cluster, coord, group).await;
     // Another broker refuses the group.
     let mut other = client(&cluster, (coord + 1) % 3).await;
     let refused = other.send(join(group, ""), 7).await.unwrap();
@@ -380,6 +404,7 @@ async fn concurrent_commits_are_batched() {
         .filter(|g| fjord::group::coordinator_for(&image, g) == Some(1))
         .take(COMMITTERS)
         .collect();
+    wait_loaded(&cluster, 0, &groups[0]).await;
     let entries_before = cluster.image(0).offset;
     let started_at = Instant::now();
     let mut tasks = Vec::new();

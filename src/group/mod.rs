@@ -73,18 +73,23 @@ impl GroupSettings {
 /// The broker that coordinates `group_id` in `image`: Kafka's
 /// `abs(groupId.hashCode) % n`, over the sorted ids of the live brokers.
 pub fn coordinator_for(image: &MetadataImage, group_id: &str) -> Option<i32> {
-    let live: Vec<i32> = image
-        .cluster
-        .brokers
-        .values()
-        .filter(|b| !b.fenced && !b.in_controlled_shutdown)
-        .map(|b| b.broker_id)
-        .collect();
+    let live = live_brokers(image);
     if live.is_empty() {
         return None;
     }
     let index = (java_string_hash(group_id) & 0x7fff_ffff) as usize % live.len();
     live.get(index).copied()
+}
+
+/// The brokers groups are placed on, in id order.
+fn live_brokers(image: &MetadataImage) -> Vec<i32> {
+    image
+        .cluster
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+        .map(|b| b.broker_id)
+        .collect()
 }
 
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka hashes group ids.
@@ -114,6 +119,15 @@ pub struct CommitIdentity {
 
 pub struct GroupCoordinator {
     node_id: i32,
+    controller: Arc<Controller>,
+    /// The live brokers the last load barrier was taken for. Groups can move
+    /// here whenever that set changes; until a barrier shows every earlier
+    /// commit in this broker's image, group requests get
+    /// COORDINATOR_LOAD_IN_PROGRESS (Kafka answers so while it loads
+    /// `__consumer_offsets`), so a new coordinator never serves offsets
+    /// older than what its predecessor acknowledged.
+    loaded_for: Mutex<Option<Vec<i32>>>,
+    loading: std::sync::atomic::AtomicBool,
     settings: GroupSettings,
     image: watch::Receiver<Arc<MetadataImage>>,
     groups: Mutex<HashMap<String, Group>>,
@@ -133,6 +147,9 @@ impl GroupCoordinator {
         let (tx, rx) = mpsc::unbounded_channel();
         let coordinator = Arc::new(GroupCoordinator {
             node_id,
+            controller: controller.clone(),
+            loaded_for: Mutex::new(None),
+            loading: std::sync::atomic::AtomicBool::new(false),
             settings,
             image: controller.image(),
             groups: Mutex::new(HashMap::new()),
@@ -161,7 +178,14 @@ impl GroupCoordinator {
             return ResponseError::CoordinatorLoadInProgress.code();
         }
         match coordinator_for(&image, group_id) {
-            Some(id) if id == self.node_id => 0,
+            Some(id) if id == self.node_id => {
+                let loaded = self.loaded_for.lock().unwrap_or_else(|e| e.into_inner());
+                if loaded.as_ref() == Some(&live_brokers(&image)) {
+                    0
+                } else {
+                    ResponseError::CoordinatorLoadInProgress.code()
+                }
+            }
             Some(_) => ResponseError::NotCoordinator.code(),
             None => ResponseError::CoordinatorNotAvailable.code(),
         }
@@ -441,8 +465,9 @@ impl GroupCoordinator {
 
     /// Drives every group's timers; hands groups this broker no longer
     /// coordinates back (their waiting members get NOT_COORDINATOR).
-    fn tick(&self, now: Instant) {
+    fn tick(self: &Arc<Self>, now: Instant) {
         let image = self.image();
+        self.maybe_load(&image);
         let mut groups = self.groups();
         let node_id = self.node_id;
         groups.retain(|id, group| {
@@ -461,6 +486,41 @@ impl GroupCoordinator {
             metrics::gauge!("fjord_group_count", "state" => state.name())
                 .set(counts.get(&state).copied().unwrap_or(0) as f64);
         }
+    }
+
+    /// Takes a load barrier when the live brokers changed: an empty entry
+    /// through the quorum, then waits until this broker's image has applied
+    /// it, and with it every commit acknowledged before.
+    fn maybe_load(self: &Arc<Self>, image: &MetadataImage) {
+        use std::sync::atomic::Ordering;
+        let live = live_brokers(image);
+        if live.is_empty() {
+            return;
+        }
+        let current = self
+            .loaded_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if current.as_ref() == Some(&live) || self.loading.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.controller.propose(Vec::new()).await {
+                Ok(index) => {
+                    let image = this
+                        .controller
+                        .wait_for_offset(index, Duration::from_secs(10))
+                        .await;
+                    if image.offset >= index {
+                        *this.loaded_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                    }
+                }
+                Err(e) => tracing::debug!("group load barrier: {e}"),
+            }
+            this.loading.store(false, Ordering::SeqCst);
+        });
     }
 
     /// `offsets.retention.minutes`: offsets of groups without members that
