@@ -226,4 +226,16 @@ fn describe() {
         "fjord_group_lag",
         "High watermark minus committed offset, per group, topic and partition (coordinator's groups, partitions this broker leads)"
     );
+    describe_counter!(
+        "fjord_produce_duplicates_total",
+        "Idempotent producers' retried batches answered with their original offsets"
+    );
+    describe_counter!(
+        "fjord_producer_ids_issued_total",
+        "Producer ids this broker handed out (InitProducerId)"
+    );
+    describe_counter!(
+        "fjord_producer_id_blocks_total",
+        "Producer id blocks this broker got from the active controller"
+    );
 }
