@@ -299,7 +299,6 @@ impl Group {
             let _ = tx.send(SyncOutcome::error(code(ResponseError::FencedInstanceId)));
         }
         let new_id = self.new_member_id(&req.client_id);
-        let same_protocols = member.protocols == req.protocols;
         let was_leader = self.leader.as_deref() == Some(old_id.as_str());
         member.member_id = new_id.clone();
         member.client_id = req.client_id.clone();
@@ -308,6 +307,10 @@ impl Group {
         member.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64);
         member.last_heartbeat = now;
         member.supports_skip_assignment = req.supports_skip_assignment;
+        // Kafka keeps the group as it is when the protocol it selected still
+        // wins with the new metadata (a restarted consumer's subscription
+        // bytes differ at least in the partitions it owns).
+        member.protocols = req.protocols.clone();
         if let Some(instance) = &req.group_instance_id {
             self.static_members.insert(instance.clone(), new_id.clone());
         }
@@ -316,7 +319,7 @@ impl Group {
         }
         self.members.insert(new_id.clone(), member);
         let quiet = self.state == GroupState::Stable
-            && same_protocols
+            && self.select_protocol() == self.protocol_name
             && (!was_leader || req.supports_skip_assignment);
         if quiet {
             // A returning leader gets the members but skips the assignment
@@ -325,7 +328,6 @@ impl Group {
         }
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&new_id) {
-            m.protocols = req.protocols;
             m.awaiting_join = Some(tx);
         }
         let settings_like = GroupSettings {

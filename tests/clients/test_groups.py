@@ -32,11 +32,14 @@ MEMBER = r"""
 import json, os, sys
 from confluent_kafka import Consumer
 bootstrap, group, topic, out = sys.argv[1:5]
+instance = sys.argv[5] if len(sys.argv) > 5 else None
 state = {"assigned": []}
 def write_assignment(consumer, partitions):
     state["assigned"] = sorted(set(state["assigned"]) | {p.partition for p in partitions})
     dump()
 def revoke(consumer, partitions):
+    with open(out + ".revoked", "a") as f:
+        f.write(" ".join(str(p.partition) for p in partitions) + "\n")
     state["assigned"] = sorted(set(state["assigned"]) - {p.partition for p in partitions})
     dump()
 def dump():
@@ -48,6 +51,7 @@ c = Consumer({
     "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
     "enable.auto.commit": False, "session.timeout.ms": %d, "heartbeat.interval.ms": 500,
     "partition.assignment.strategy": "range", "socket.timeout.ms": 5000,
+    **({"group.instance.id": instance} if instance else {}),
 })
 c.subscribe([topic], on_assign=write_assignment, on_revoke=revoke)
 dump()
@@ -93,10 +97,11 @@ def produce(bootstrap, topic, n, start=0):
 
 
 class Member:
-    def __init__(self, tmp, bootstrap, group, topic, i):
+    def __init__(self, tmp, bootstrap, group, topic, i, instance=None):
         self.out = str(tmp / f"{group}-member-{i}")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, bootstrap, group, topic, self.out],
+            [sys.executable, "-c", MEMBER, bootstrap, group, topic, self.out]
+            + ([instance] if instance else []),
             stdout=open(self.out + ".log", "w"), stderr=subprocess.STDOUT)
 
     def assigned(self):
@@ -107,11 +112,21 @@ class Member:
             return set()
 
     def read(self):
+        return set(self.read_in_order())
+
+    def read_in_order(self):
         try:
             with open(self.out + ".read") as f:
-                return {tuple(map(int, line.split())) for line in f if line.strip()}
+                return [tuple(map(int, line.split())) for line in f if line.strip()]
         except OSError:
-            return set()
+            return []
+
+    def revocations(self):
+        try:
+            with open(self.out + ".revoked") as f:
+                return [line for line in f if line.strip()]
+        except OSError:
+            return []
 
     def stop(self):
         if self.proc.poll() is None:
@@ -155,9 +170,14 @@ def test_three_members_share_and_survive_a_kill9(cluster, tmp_path):
         wait_until("the first 600 records read", 60,
                    lambda: acked <= set().union(*(m.read() for m in members)))
         killed = members[0]
+        orphaned = killed.assigned()
         killed.kill9()
         started = time.monotonic()
+        # What the killed member had committed: nothing it did not commit
+        # may be skipped, nothing before it re-read by the new owners.
+        committed_at_kill = committed(cluster.bootstrap, group, topic)
         rest = members[1:]
+        already = [len(m.read_in_order()) for m in rest]
         wait_until("two members owning all six partitions", SESSION_MS / 1000 + 20,
                    lambda: set().union(*(m.assigned() for m in rest)) == set(range(PARTITIONS))
                    and sum(len(m.assigned()) for m in rest) == PARTITIONS)
@@ -167,9 +187,17 @@ def test_three_members_share_and_survive_a_kill9(cluster, tmp_path):
         acked |= produce(cluster.bootstrap, topic, 600, start=600)
         wait_until("every produced record read at least once", 60,
                    lambda: acked <= set().union(*(m.read() for m in members)))
+        for m, skip in zip(rest, already):
+            for p in orphaned:
+                taken_over = [o for (q, o) in m.read_in_order()[skip:] if q == p]
+                if taken_over:
+                    assert min(taken_over) == committed_at_kill[p], (p, min(taken_over), committed_at_kill)
     finally:
         for m in members:
             m.stop()
+    commits = sum(cluster.metric(i, "fjord_group_commits_total") for i in range(3))
+    rebalances = sum(cluster.metric(i, "fjord_group_rebalances_total") for i in range(3))
+    assert commits > 0 and rebalances >= 2, (commits, rebalances)
     wait_until("committed offsets at the log end", 30,
                lambda: committed(cluster.bootstrap, group, topic) == end_offsets(acked))
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
@@ -200,6 +228,33 @@ def test_commit_metadata_round_trips(cluster):
         assert (got.offset, got.metadata) == (1, "checkpoint-7")
     finally:
         c.close()
+
+
+def test_a_restarted_static_member_causes_no_rebalance(cluster, tmp_path):
+    topic, group = "grp-static", "static-group"
+    create_topic(cluster.bootstrap, topic, PARTITIONS, replication_factor=3)
+    produce(cluster.bootstrap, topic, 60)
+    # a joins first and leads; b is the follower that restarts.
+    a = Member(tmp_path, cluster.bootstrap, group, topic, 0, instance="static-a")
+    wait_until("a alone owning everything", 60, lambda: len(a.assigned()) == PARTITIONS)
+    b = Member(tmp_path, cluster.bootstrap, group, topic, 1, instance="static-b")
+    try:
+        wait_until("two static members with three partitions each", 60,
+                   lambda: len(a.assigned()) == 3 and len(b.assigned()) == 3)
+        before = b.assigned()
+        b_revocations = len(a.revocations())
+        b.kill9()
+        b2 = Member(tmp_path, cluster.bootstrap, group, topic, 2, instance="static-b")
+        try:
+            wait_until("the restarted static member back on its partitions", SESSION_MS / 1000 + 10,
+                       lambda: b2.assigned() == before)
+            # Well within the session timeout: a never saw a rebalance.
+            assert len(a.revocations()) == b_revocations, a.revocations()
+        finally:
+            b2.stop()
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_kafka_python_members_share_a_topic(cluster):
