@@ -6,6 +6,8 @@
 //! an empty group back so a new member reads everything again. A member
 //! killed with -9 loses its partitions to the survivor within the session
 //! timeout, and the survivor resumes them at the dead member's commits.
+//! When the coordinator's node stops, a member finds the new coordinator
+//! and goes on from the group's committed offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,7 +30,7 @@ const PARTITIONS: i32 = 4;
 const RECORDS: usize = 200;
 
 /// Creates `name`, retrying while the new node's broker is not yet unfenced.
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication_factor: i16) {
     let mut client = KafkaClient::connect(bootstrap, Duration::from_secs(10))
         .await
         .expect("connect");
@@ -39,7 +41,7 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
             .with_topics(vec![CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name.into())))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)]);
+                .with_replication_factor(replication_factor)]);
         let response = client.request(request).await.expect("CreateTopics");
         match ResponseError::try_from_code(response.topics[0].error_code) {
             None | Some(ResponseError::TopicAlreadyExists) => return,
@@ -179,7 +181,7 @@ async fn two_members_share_a_topic_commit_and_a_reset_group_reads_again() {
     let cluster = TestCluster::start(1, "").await;
     cluster.wait_for_leader().await;
     let bootstrap = format!("127.0.0.1:{}", cluster.nodes[0].kafka_port);
-    create_topic(&bootstrap, TOPIC, PARTITIONS).await;
+    create_topic(&bootstrap, TOPIC, PARTITIONS, 1).await;
 
     let a = Member::start(&bootstrap, "g", &["--from-beginning"]);
     let b = Member::start(&bootstrap, "g", &["--from-beginning"]);
@@ -355,7 +357,7 @@ async fn a_killed_members_partitions_move_to_the_survivor_at_its_committed_offse
     let cluster = TestCluster::start(1, "").await;
     cluster.wait_for_leader().await;
     let bootstrap = format!("127.0.0.1:{}", cluster.nodes[0].kafka_port);
-    create_topic(&bootstrap, TOPIC, PARTITIONS).await;
+    create_topic(&bootstrap, TOPIC, PARTITIONS, 1).await;
     let flags = ["--from-beginning", "--print-partition", "--print-offset"];
     let mut a = Member::start(&bootstrap, "h", &flags);
     let b = Member::start(&bootstrap, "h", &flags);
@@ -454,4 +456,93 @@ async fn produce(bootstrap: &str, from: usize, to: usize) -> Output {
 /// A killed process's output: whatever it printed before the signal.
 fn stdout_of_killed(out: Output) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_follows_its_group_to_a_new_coordinator() {
+    let mut cluster = TestCluster::start(
+        3,
+        "broker.heartbeat.interval.ms=200\nbroker.session.timeout.ms=2000\n",
+    )
+    .await;
+    cluster.wait_for_leader().await;
+    wait_for(
+        "three unfenced brokers",
+        Duration::from_secs(30),
+        || async { (cluster.image(0).cluster.active_brokers().count() == 3).then_some(()) },
+    )
+    .await;
+    let bootstrap = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.kafka_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    create_topic(&bootstrap, TOPIC, PARTITIONS, 3).await;
+    let member = Member::start(
+        &bootstrap,
+        "f",
+        &["--from-beginning", "--print-partition", "--print-offset"],
+    );
+    let committed_all = |total: i64| {
+        let bootstrap = bootstrap.clone();
+        move || {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let d = describe(&bootstrap, "f").await?;
+                let offsets = offsets(&d);
+                let sum: i64 = offsets.values().filter_map(|(_, end, _)| *end).sum();
+                let done = sum == total && offsets.values().all(|(_, _, lag)| *lag == Some(0));
+                (done && d["state"] == "Stable" && d["members"].as_array()?.len() == 1).then_some(d)
+            }
+        }
+    };
+    stdout_of(&produce(&bootstrap, 0, 100).await, "produce");
+    let before = wait_for(
+        "the member to commit the first 100",
+        Duration::from_secs(60),
+        committed_all(100),
+    )
+    .await;
+    let committed_before = offsets(&before);
+
+    let mut client = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let (coordinator, _) = client.find_coordinator("f").await.expect("coordinator");
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == coordinator)
+        .expect("the coordinator is a node");
+    cluster.stop_node(index).await;
+
+    stdout_of(&produce(&bootstrap, 100, 200).await, "produce");
+    let after = wait_for(
+        "the member to rejoin at the new coordinator and commit all 200",
+        Duration::from_secs(90),
+        committed_all(200),
+    )
+    .await;
+    let mut client = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let (moved_to, _) = client.find_coordinator("f").await.expect("coordinator");
+    assert_ne!(moved_to, coordinator, "the coordinator moved");
+    // Membership lived in the old coordinator's memory: a new member id.
+    assert_ne!(
+        after["members"][0]["member_id"], before["members"][0]["member_id"],
+        "the member joined the new coordinator"
+    );
+    let printed = placed(&stdout_of(&member.interrupt().await, "member"));
+    let values: BTreeSet<&str> = printed.iter().map(|(_, _, v)| v.as_str()).collect();
+    assert_eq!(values.len(), 200, "every record printed");
+    // Nothing the group had committed before the move is read again.
+    let mut seen = BTreeSet::new();
+    for (partition, offset, value) in &printed {
+        let committed = committed_before[partition].0.expect("committed");
+        if *offset < committed {
+            assert!(seen.insert((*partition, *offset)), "{value} read twice");
+        }
+    }
 }

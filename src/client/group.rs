@@ -522,6 +522,8 @@ struct Flags {
 
 pub struct GroupMember {
     bootstrap: String,
+    /// Brokers of the cluster as last seen, for finding the coordinator.
+    brokers: Vec<String>,
     config: GroupConfig,
     topics: Vec<String>,
     coordinator: Option<KafkaClient>,
@@ -557,6 +559,7 @@ impl GroupMember {
         ));
         let mut member = GroupMember {
             bootstrap: bootstrap.to_string(),
+            brokers: Vec::new(),
             config,
             topics,
             coordinator: None,
@@ -627,10 +630,34 @@ impl GroupMember {
         Ok(client)
     }
 
-    async fn discover(&self) -> Result<String, ClientError> {
-        let mut client = KafkaClient::connect(&self.bootstrap, self.config.request_timeout).await?;
+    /// FindCoordinator through the bootstrap servers or any broker seen
+    /// since, so a coordinator's death is survived even when it was the
+    /// bootstrap server.
+    async fn discover(&mut self) -> Result<String, ClientError> {
+        let addresses = std::iter::once(self.bootstrap.clone())
+            .chain(self.brokers.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut client = KafkaClient::connect(&addresses, self.config.request_timeout).await?;
         let (_, address) = client.find_coordinator(&self.config.group_id).await?;
+        if let Ok(metadata) = client.metadata(Some(Vec::new())).await {
+            self.brokers = metadata
+                .brokers
+                .iter()
+                .map(|b| broker_address(&b.host, b.port))
+                .collect();
+        }
         Ok(address)
+    }
+
+    /// Finds the coordinator again if the heartbeat task lost it, so that
+    /// heartbeats resume (or the new coordinator says to rejoin) even when
+    /// the owner has nothing to commit.
+    pub async fn ensure_coordinator(&mut self) -> Result<(), ClientError> {
+        if self.flags.coordinator_lost.load(Ordering::Acquire) {
+            self.exchange(async |_| Ok(())).await?;
+        }
+        Ok(())
     }
 
     /// One exchange with the coordinator. The connection is kept for the
@@ -1113,6 +1140,10 @@ impl GroupConsumer {
     /// Records from the member's partitions; follows a rebalance first if
     /// the coordinator asked for one (committing what was consumed).
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ConsumeError> {
+        if let Err(e) = self.member.ensure_coordinator().await {
+            // The next exchange tries again; the fetches go on meanwhile.
+            tracing::debug!("group {}: {e}", self.member.group_id());
+        }
         if self.member.rebalance_needed() {
             if let Err(e) = self.commit().await {
                 tracing::debug!("commit before rebalance: {e}");
