@@ -211,6 +211,36 @@ def test_committed_offsets_survive_a_full_restart(cluster):
     cluster.restart_all()
     wait_until("the same committed offsets after the restart", 60,
                lambda: committed(cluster.bootstrap, "ck-group", "grp-ck") == before)
+    # Ten unread records per partition: the coordinator reports the lag of
+    # the partitions it leads.
+    produce(cluster.bootstrap, "grp-ck", 10 * PARTITIONS)
+
+    def lag():
+        total = sum(cluster.metric(i, "fjord_group_lag", group="ck-group") for i in range(3))
+        return total if total > 0 and total % 10 == 0 else None
+
+    wait_until("consumer lag exported", 30, lag)
+
+
+def test_a_leaving_member_rebalances_quickly(cluster, tmp_path):
+    topic, group = "grp-leave", "leave-group"
+    create_topic(cluster.bootstrap, topic, PARTITIONS, replication_factor=3)
+    members = [Member(tmp_path, cluster.bootstrap, group, topic, i) for i in range(3)]
+    try:
+        wait_until("three members with two partitions each", 60,
+                   lambda: all(len(m.assigned()) == 2 for m in members))
+        started = time.monotonic()
+        members[0].stop()  # close(): LeaveGroup
+        rest = members[1:]
+        wait_until("two members owning all six partitions", 30,
+                   lambda: sum(len(m.assigned()) for m in rest) == PARTITIONS
+                   and set().union(*(m.assigned() for m in rest)) == set(range(PARTITIONS)))
+        took = time.monotonic() - started
+        print(f"rebalance after a member left took {took:.2f}s")
+        assert took < SESSION_MS / 1000, "LeaveGroup must not wait for the session timeout"
+    finally:
+        for m in members:
+            m.stop()
 
 
 def test_commit_metadata_round_trips(cluster):
