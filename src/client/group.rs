@@ -1048,26 +1048,17 @@ impl GroupConsumer {
         group: GroupConfig,
         config: ConsumerConfig,
     ) -> Result<GroupConsumer, ConsumeError> {
-        let member = GroupMember::join(bootstrap, group, vec![topic.to_string()]).await?;
-        let consumer = Consumer::assign(
-            bootstrap,
-            topic,
-            Some(Vec::new()),
-            StartOffset::Latest,
-            config.clone(),
-        )
-        .await?;
-        let mut group_consumer = GroupConsumer {
+        let mut member = GroupMember::join(bootstrap, group, vec![topic.to_string()]).await?;
+        let started = start_consumer(&mut member, bootstrap, topic, &config).await?;
+        Ok(GroupConsumer {
             bootstrap: bootstrap.to_string(),
             topic: topic.to_string(),
             config,
             member,
-            consumer,
-            consumed: BTreeMap::new(),
-            committed: BTreeMap::new(),
-        };
-        group_consumer.take_assignment().await?;
-        Ok(group_consumer)
+            consumer: started.consumer,
+            consumed: started.consumed,
+            committed: started.committed,
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -1087,53 +1078,13 @@ impl GroupConsumer {
             .unwrap_or_default()
     }
 
-    /// A new consumer for the member's current partitions, each at its
-    /// committed offset or, without one, where the reset policy says.
+    /// A new consumer for the member's current partitions.
     async fn take_assignment(&mut self) -> Result<(), ConsumeError> {
-        let partitions = self.partitions();
-        let start = match self.config.reset {
-            OffsetReset::Earliest => StartOffset::Earliest,
-            _ => StartOffset::Latest,
-        };
-        let mut consumer = Consumer::assign(
-            &self.bootstrap,
-            &self.topic,
-            Some(partitions.clone()),
-            start,
-            self.config.clone(),
-        )
-        .await?;
-        let mut wanted = Assignment::new();
-        wanted.insert(self.topic.clone(), partitions.clone());
-        let committed = if partitions.is_empty() {
-            BTreeMap::new()
-        } else {
-            self.member.committed(&wanted).await?
-        };
-        let uncommitted: Vec<i32> = partitions
-            .iter()
-            .copied()
-            .filter(|p| !committed.contains_key(&(self.topic.clone(), *p)))
-            .collect();
-        let reset = if uncommitted.is_empty() {
-            BTreeMap::new()
-        } else {
-            consumer.list_offsets(start).await?
-        };
-        self.consumed.clear();
-        self.committed.clear();
-        for ((_, partition), offset) in committed {
-            consumer.seek(partition, offset);
-            self.consumed.insert(partition, offset);
-            self.committed.insert(partition, offset);
-        }
-        for p in uncommitted {
-            if let Some(offset) = reset.get(&p) {
-                consumer.seek(p, *offset);
-                self.consumed.insert(p, *offset);
-            }
-        }
-        self.consumer = consumer;
+        let started =
+            start_consumer(&mut self.member, &self.bootstrap, &self.topic, &self.config).await?;
+        self.consumer = started.consumer;
+        self.consumed = started.consumed;
+        self.committed = started.committed;
         Ok(())
     }
 
@@ -1203,6 +1154,75 @@ impl GroupConsumer {
         committed?;
         left.map_err(ConsumeError::from)
     }
+}
+
+/// A consumer for a member's partitions and where each starts.
+struct Started {
+    consumer: Consumer,
+    /// Each partition's start: the committed offset, or the reset policy's.
+    consumed: BTreeMap<i32, i64>,
+    committed: BTreeMap<i32, i64>,
+}
+
+/// A consumer for `member`'s partitions of `topic`, each at the group's
+/// committed offset or, without one, where the reset policy says.
+async fn start_consumer(
+    member: &mut GroupMember,
+    bootstrap: &str,
+    topic: &str,
+    config: &ConsumerConfig,
+) -> Result<Started, ConsumeError> {
+    let partitions = member.assignment().get(topic).cloned().unwrap_or_default();
+    let start = match config.reset {
+        OffsetReset::Earliest => StartOffset::Earliest,
+        _ => StartOffset::Latest,
+    };
+    let mut consumer = Consumer::assign(
+        bootstrap,
+        topic,
+        Some(partitions.clone()),
+        start,
+        config.clone(),
+    )
+    .await?;
+    let mut wanted = Assignment::new();
+    wanted.insert(topic.to_string(), partitions.clone());
+    let committed: BTreeMap<i32, i64> = if partitions.is_empty() {
+        BTreeMap::new()
+    } else {
+        member
+            .committed(&wanted)
+            .await?
+            .into_iter()
+            .map(|((_, p), o)| (p, o))
+            .collect()
+    };
+    let uncommitted: Vec<i32> = partitions
+        .iter()
+        .copied()
+        .filter(|p| !committed.contains_key(p))
+        .collect();
+    let reset = if uncommitted.is_empty() {
+        BTreeMap::new()
+    } else {
+        consumer.list_offsets(start).await?
+    };
+    let mut consumed = committed.clone();
+    for (partition, offset) in &committed {
+        consumer.seek(*partition, *offset);
+    }
+    // A partition whose leader did not answer is left to the first poll.
+    for p in uncommitted {
+        if let Some(offset) = reset.get(&p) {
+            consumer.seek(p, *offset);
+            consumed.insert(p, *offset);
+        }
+    }
+    Ok(Started {
+        consumer,
+        consumed,
+        committed,
+    })
 }
 
 // ---------------------------------------------------------------------------
