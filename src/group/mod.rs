@@ -476,7 +476,9 @@ impl GroupCoordinator {
                 return false;
             }
             group.tick(now, &self.settings);
-            true
+            // Empty groups are forgotten (their offsets stay in the image;
+            // Kafka likewise drops an Empty group's metadata).
+            !group.is_idle()
         });
         let mut counts: HashMap<GroupState, usize> = HashMap::new();
         for group in groups.values() {

@@ -821,6 +821,13 @@ impl Group {
         }
     }
 
+    /// Nothing in memory worth keeping: no members, none expected.
+    pub fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+    }
+
     /// Answers everyone waiting with `error` (the group moved away).
     pub fn abandon(&mut self, error: i16) {
         for m in self.members.values_mut() {
