@@ -190,6 +190,15 @@ async fn members_rebalance_commit_and_leave() {
     assert_eq!(refused.error_code, ResponseError::NotCoordinator.code());
 
     let mut a = client(&cluster, coord).await;
+    let short = a
+        .send(join(group, "").with_session_timeout_ms(1000), 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        short.error_code,
+        ResponseError::InvalidSessionTimeout.code(),
+        "below group.min.session.timeout.ms"
+    );
     let ja = join_member(&mut a, group).await;
     assert_eq!(ja.error_code, 0);
     assert_eq!(ja.generation_id, 1);
@@ -351,6 +360,59 @@ async fn members_rebalance_commit_and_leave() {
     // A simple commit (no membership) is fine for an empty group.
     let r = a.send(commit(group, -1, "", 50), 8).await.unwrap();
     assert_eq!(commit_error(&r), 0);
+    // OffsetFetch v8 asks for several groups at once; a group coordinated
+    // elsewhere is NOT_COORDINATOR on its own.
+    let elsewhere = (0..)
+        .map(|i| format!("elsewhere-{i}"))
+        .find(|g| fjord::group::coordinator_for(&cluster.image(coord), g) != Some(coord as i32 + 1))
+        .unwrap();
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    let multi = a
+        .send(
+            OffsetFetchRequest::default().with_groups(vec![
+                // No topics: everything the group committed.
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(None),
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(&elsewhere)))
+                    .with_topics(None),
+            ]),
+            8,
+        )
+        .await
+        .unwrap();
+    assert_eq!(multi.groups[0].error_code, 0);
+    assert_eq!(multi.groups[0].topics[0].partitions[0].committed_offset, 50);
+    assert_eq!(
+        multi.groups[1].error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    // OffsetDelete on the empty group removes that partition's offset.
+    {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::OffsetDeleteRequest;
+        let r = a.send(commit(group, -1, "", 51), 8).await.unwrap();
+        assert_eq!(commit_error(&r), 0);
+        let del = a
+            .send(
+                OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(s("events")))
+                        .with_partitions(vec![OffsetDeleteRequestPartition::default()])]),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(del.error_code, 0);
+        assert_eq!(del.topics[0].partitions[0].error_code, 0);
+        assert_eq!(fetched(&mut a, group).await.0, -1);
+        let r = a.send(commit(group, -1, "", 50), 8).await.unwrap();
+        assert_eq!(commit_error(&r), 0);
+    }
     // The committed offset is in every node's image.
     wait_for("offset 50 everywhere", Duration::from_secs(10), || async {
         (0..3)
