@@ -546,3 +546,39 @@ async fn a_member_follows_its_group_to_a_new_coordinator() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_messages_commits_exactly_what_was_printed() {
+    let cluster = TestCluster::start(1, "").await;
+    cluster.wait_for_leader().await;
+    let bootstrap = format!("127.0.0.1:{}", cluster.nodes[0].kafka_port);
+    create_topic(&bootstrap, TOPIC, PARTITIONS, 1).await;
+    stdout_of(&produce(&bootstrap, 0, 120).await, "produce");
+
+    let first = Member::start(
+        &bootstrap,
+        "m",
+        &["--from-beginning", "--max-messages", "50"],
+    )
+    .finish()
+    .await;
+    let first = values(&stdout_of(&first, "first run"));
+    assert_eq!(first.len(), 50);
+    let d = describe(&bootstrap, "m").await.expect("describe m");
+    let committed: i64 = offsets(&d).values().filter_map(|(c, _, _)| *c).sum();
+    assert_eq!(
+        committed, 50,
+        "commits cover exactly the printed records: {d}"
+    );
+
+    // The next member picks up after them: no record twice, none missed.
+    let rest = Member::start(&bootstrap, "m", &["--timeout-ms", "3000"])
+        .finish()
+        .await;
+    let rest = values(&stdout_of(&rest, "second run"));
+    let mut all: Vec<String> = first.into_iter().chain(rest).collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..120).map(|i| format!("value-{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+}
