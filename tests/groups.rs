@@ -457,14 +457,18 @@ async fn members_rebalance_commit_and_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_are_batched() {
     let cluster = started().await;
-    const COMMITTERS: usize = 64;
+    // FJORD_GROUP_COMMITTERS to measure other loads (default 64).
+    let committers: usize = std::env::var("FJORD_GROUP_COMMITTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     const COMMITS_EACH: i64 = 30;
     let image = cluster.image(0);
     // Groups coordinated by node 1, so every committer talks to one broker.
     let groups: Vec<String> = (0..)
         .map(|i| format!("bench-{i}"))
         .filter(|g| fjord::group::coordinator_for(&image, g) == Some(1))
-        .take(COMMITTERS)
+        .take(committers)
         .collect();
     wait_loaded(&cluster, 0, &groups[0]).await;
     let entries_before = cluster.image(0).offset;
@@ -493,14 +497,14 @@ async fn concurrent_commits_are_batched() {
     let total = latencies.len();
     let entries = cluster.image(0).offset - entries_before;
     println!(
-        "{total} commits by {COMMITTERS} committers in {elapsed:?}: {:.0} commits/s, p50 {:?}, p99 {:?}, {entries} metadata log entries",
+        "{total} commits by {committers} committers in {elapsed:?}: {:.0} commits/s, p50 {:?}, p99 {:?}, {entries} metadata log entries",
         total as f64 / elapsed.as_secs_f64(),
         p(0.5),
         p(0.99)
     );
     // Batching: far fewer log entries than commits.
     assert!(
-        (entries as usize) < total / 2,
+        committers < 8 || (entries as usize) < total / 2,
         "{entries} entries for {total} commits"
     );
     let mut c = client(&cluster, 0).await;

@@ -268,6 +268,8 @@ impl Group {
             _ => {
                 let rx = self.update_member(req, settings, now);
                 self.prepare_rebalance(settings, now);
+                // A lone member rejoining with new protocols completes at once.
+                self.maybe_complete_join(now);
                 rx
             }
         }
