@@ -50,7 +50,8 @@ def dump():
 c = Consumer({
     "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
     "enable.auto.commit": False, "session.timeout.ms": %d, "heartbeat.interval.ms": 500,
-    "partition.assignment.strategy": "range", "socket.timeout.ms": 5000,
+    "partition.assignment.strategy": os.environ.get("FJORD_ASSIGNOR", "range"),
+    "socket.timeout.ms": 5000,
     **({"group.instance.id": instance} if instance else {}),
 })
 c.subscribe([topic], on_assign=write_assignment, on_revoke=revoke)
@@ -136,12 +137,14 @@ def produce(bootstrap, topic, n, start=0):
 
 
 class Member:
-    def __init__(self, tmp, bootstrap, group, topic, i, instance=None, client="confluent"):
+    def __init__(self, tmp, bootstrap, group, topic, i, instance=None, client="confluent",
+                 assignor="range"):
         self.out = str(tmp / f"{group}-member-{i}")
         script = MEMBER if client == "confluent" else KP_MEMBER
         self.proc = subprocess.Popen(
             [sys.executable, "-c", script, bootstrap, group, topic, self.out]
             + ([instance] if instance else []),
+            env={**os.environ, "FJORD_ASSIGNOR": assignor},
             stdout=open(self.out + ".log", "w"), stderr=subprocess.STDOUT)
 
     def assigned(self):
@@ -262,6 +265,31 @@ def test_committed_offsets_survive_a_full_restart(cluster):
         return total if total > 0 and total % 10 == 0 else None
 
     wait_until("consumer lag exported", 30, lag)
+
+
+@pytest.mark.parametrize("assignor", ["roundrobin", "cooperative-sticky"])
+def test_other_assignors(cluster, tmp_path, assignor):
+    """The leader's assignment is relayed as is, so librdkafka's other
+    assignors (cooperative-sticky's incremental rebalances included) work."""
+    topic, group = f"grp-{assignor}", f"{assignor}-group"
+    create_topic(cluster.bootstrap, topic, PARTITIONS, replication_factor=3)
+    acked = produce(cluster.bootstrap, topic, 300)
+    members = [Member(tmp_path, cluster.bootstrap, group, topic, i, assignor=assignor)
+               for i in range(3)]
+    try:
+        wait_until("three members with two partitions each", 60,
+                   lambda: all(len(m.assigned()) == 2 for m in members)
+                   and set().union(*(m.assigned() for m in members)) == set(range(PARTITIONS)))
+        members[0].kill9()
+        rest = members[1:]
+        wait_until("two members owning all six partitions", SESSION_MS / 1000 + 20,
+                   lambda: set().union(*(m.assigned() for m in rest)) == set(range(PARTITIONS))
+                   and sum(len(m.assigned()) for m in rest) == PARTITIONS)
+        wait_until("every record read", 60,
+                   lambda: acked <= set().union(*(m.read() for m in members)))
+    finally:
+        for m in members:
+            m.stop()
 
 
 def test_a_leaving_member_rebalances_quickly(cluster, tmp_path):
