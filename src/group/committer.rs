@@ -37,10 +37,7 @@ pub async fn run(
                 Some(c) => c,
                 None => return,
             },
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { return; }
-                continue;
-            }
+            () = super::stopped(&mut shutdown) => return,
         };
         let mut batch = vec![first];
         let mut count = batch[0].records.len();
@@ -58,20 +55,30 @@ pub async fn run(
             .flat_map(|c| c.records.iter().cloned())
             .collect();
         metrics::histogram!("fjord_group_commit_batch_records").record(records.len() as f64);
-        let code = match controller.propose(records).await {
-            Ok(index) => {
-                // OffsetFetch reads this broker's image: answer once it
-                // shows the commit, so a client reads its own writes.
-                controller.wait_for_offset(index, APPLY_WAIT).await;
-                0
+        let write = async {
+            match controller.propose(records).await {
+                Ok(index) => {
+                    // OffsetFetch reads this broker's image: answer once it
+                    // shows the commit, so a client reads its own writes.
+                    controller.wait_for_offset(index, APPLY_WAIT).await;
+                    0
+                }
+                Err(e) => {
+                    tracing::warn!("offset commit not written: {e}");
+                    ResponseError::CoordinatorNotAvailable.code()
+                }
             }
-            Err(e) => {
-                tracing::warn!("offset commit not written: {e}");
-                ResponseError::CoordinatorNotAvailable.code()
-            }
+        };
+        let (code, stopping) = tokio::select! {
+            code = write => (code, false),
+            // The node is stopping: the client retries elsewhere.
+            () = super::stopped(&mut shutdown) => (ResponseError::CoordinatorNotAvailable.code(), true),
         };
         for c in batch {
             let _ = c.done.send(code);
+        }
+        if stopping {
+            return;
         }
     }
 }

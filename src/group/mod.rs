@@ -128,6 +128,9 @@ pub struct GroupCoordinator {
     /// older than what its predecessor acknowledged.
     loaded_for: Mutex<Option<Vec<i32>>>,
     loading: std::sync::atomic::AtomicBool,
+    /// Every task the coordinator spawns ends with this, so none of them
+    /// keeps the controller or the logs alive after the node stops.
+    shutdown: watch::Receiver<bool>,
     settings: GroupSettings,
     image: watch::Receiver<Arc<MetadataImage>>,
     groups: Mutex<HashMap<String, Group>>,
@@ -150,6 +153,7 @@ impl GroupCoordinator {
             controller: controller.clone(),
             loaded_for: Mutex::new(None),
             loading: std::sync::atomic::AtomicBool::new(false),
+            shutdown: shutdown.clone(),
             settings,
             image: controller.image(),
             groups: Mutex::new(HashMap::new()),
@@ -450,8 +454,14 @@ impl GroupCoordinator {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return; }
+                _ = stopped(&mut shutdown) => {
+                    // Members waiting in JoinGroup/SyncGroup look for the
+                    // next coordinator instead of waiting out the shutdown.
+                    for group in self.groups().values_mut() {
+                        group.abandon(ResponseError::NotCoordinator.code());
+                    }
+                    self.groups().clear();
+                    return;
                 }
             }
             self.tick(Instant::now());
@@ -509,17 +519,24 @@ impl GroupCoordinator {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            match this.controller.propose(Vec::new()).await {
-                Ok(index) => {
-                    let image = this
-                        .controller
-                        .wait_for_offset(index, Duration::from_secs(10))
-                        .await;
-                    if image.offset >= index {
-                        *this.loaded_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+            let mut shutdown = this.shutdown.clone();
+            let barrier = async {
+                match this.controller.propose(Vec::new()).await {
+                    Ok(index) => {
+                        let image = this
+                            .controller
+                            .wait_for_offset(index, Duration::from_secs(10))
+                            .await;
+                        if image.offset >= index {
+                            *this.loaded_for.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                        }
                     }
+                    Err(e) => tracing::debug!("group load barrier: {e}"),
                 }
-                Err(e) => tracing::debug!("group load barrier: {e}"),
+            };
+            tokio::select! {
+                () = barrier => {}
+                () = stopped(&mut shutdown) => {}
             }
             this.loading.store(false, Ordering::SeqCst);
         });
@@ -632,6 +649,18 @@ pub fn expired_offsets(
     deletions(image, group_id, |t, p| {
         old.iter().any(|(ot, op)| ot == t && *op == p)
     })
+}
+
+/// Resolves once `shutdown` is true or its sender is gone.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {
