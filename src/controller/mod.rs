@@ -6,9 +6,9 @@
 pub mod broker_lifecycle;
 mod cluster_control;
 pub use cluster_control::random_cluster_id;
+mod producer_ids;
 pub mod raft;
 pub mod replication_control;
-mod producer_ids;
 mod server;
 pub mod topic_control;
 
