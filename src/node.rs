@@ -69,15 +69,30 @@ pub struct RunningNode {
     pub fatal: watch::Receiver<Option<String>>,
 }
 
+/// Binds a listener. A port in use is retried for a few seconds: ports like
+/// 39092 lie in Linux's ephemeral range, so an outgoing connection (a peer
+/// dialling a node that is not up yet) can hold one for a moment.
 pub async fn bind(listener: &Listener) -> Result<TcpListener, NodeError> {
     let addr = listener.bind_address();
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            name: listener.name.clone(),
-            addr,
-            source,
-        })
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(&addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(source) => {
+                return Err(NodeError::Bind {
+                    name: listener.name.clone(),
+                    addr,
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Starts a node on listeners bound from its config.
