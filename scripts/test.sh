@@ -21,4 +21,4 @@ echo "== cargo test"
 FJORD_FUZZ_SECS="${FJORD_FUZZ_SECS:-15}" cargo test --quiet
 # `cargo test` built the binary the process tests ran; the clients use it too.
 echo "== real clients (pytest)"
-FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" .venv/bin/python -m pytest -q tests/clients
+FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" .venv/bin/python -m pytest -q -n 2 --dist loadfile tests/clients
