@@ -36,10 +36,44 @@ fn node_logs(dir: &std::path::Path) -> String {
         .collect()
 }
 
+/// Whether a listener like a node's (SO_REUSEADDR, so TIME_WAIT is no
+/// obstacle) could bind `port` now.
+fn port_bindable(port: u16) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+            return false;
+        };
+        socket.set_reuseaddr(true).is_ok()
+            && socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                .is_ok()
+    })
+}
+
 #[test]
 fn dev_cluster_starts_three_nodes_and_stops_them_on_sigterm() {
-    // dev-cluster uses fixed ports (N9092...): if one is taken, the test
-    // fails and prints the node's own error from its log.
+    // dev-cluster uses fixed ports (N9092...). 39092 and up are in Linux's
+    // ephemeral range: a connection an earlier test binary left closing
+    // (FIN_WAIT, up to a minute after its process exits) can hold one. Wait
+    // until a node could bind them all; if one stays taken, the test fails
+    // and prints the node's own error from its log.
+    let free = wait_for(
+        "dev-cluster's ports to be free",
+        Duration::from_secs(90),
+        || {
+            let all_free = (1..=3u16).all(|n| {
+                [9092, 9093, 9308]
+                    .iter()
+                    .all(|p| port_bindable(n * 10000 + p))
+            });
+            all_free.then_some(())
+        },
+    );
+    assert!(free.is_some(), "dev-cluster's ports stayed taken");
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(FJORD)
         .args(["dev-cluster", "--nodes", "3", "--dir"])
