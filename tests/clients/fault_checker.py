@@ -91,8 +91,20 @@ def check(acked, reads, live=None, live_conflicts=(), hw_samples=()):
             v.conflicts.append((p, offset, seen))
     v.conflicts += list(live_conflicts)
 
-    # Every acknowledged record at its offset in every read.
-    for rid, (p, offset) in sorted(acked.items()):
+    # Every acknowledged record at its offset in every read. librdkafka's
+    # idempotent producer may acknowledge a record with no offset (its
+    # persistence inferred from a later batch's answer): such a record must
+    # be somewhere in its partition.
+    for rid, (p, offset) in sorted(acked.items(), key=lambda kv: kv[0]):
+        if offset is None:
+            found = [any(r == rid for _, r in read.get(p, [])) for read in reads]
+            if not found:
+                continue
+            if all(found):
+                v.present += 1
+            else:
+                v.lost.append((rid, (p, offset), found))
+            continue
         there = [index.get((p, offset)) for index in at]
         if not there:
             continue  # no complete read: nothing proven either way
@@ -122,7 +134,8 @@ def check(acked, reads, live=None, live_conflicts=(), hw_samples=()):
 
     by_partition = defaultdict(list)
     for rid, (p, offset) in acked.items():
-        by_partition[p].append((rid, offset))
+        if offset is not None:
+            by_partition[p].append((rid, offset))
     for items in by_partition.values():
         items.sort()
         v.produce_order_inversions += sum(1 for a, b in zip(items, items[1:]) if b[1] < a[1])
