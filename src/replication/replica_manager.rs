@@ -261,8 +261,7 @@ impl ReplicaManager {
         records: Vec<u8>,
         acks: i16,
     ) -> Result<AppendInfo, PartitionError> {
-        let p = self.leader_partition(topic_id, partition, -1)?;
-        let state = p.state();
+        let (p, state) = self.leading(topic_id, partition, -1)?;
         if acks == -1 {
             let min = p.log.config().min_insync_replicas;
             if (state.isr.len() as i32) < min {
@@ -290,8 +289,8 @@ impl ReplicaManager {
         last_offset: i64,
         timeout: Duration,
     ) -> Result<(), PartitionError> {
-        let p = self.leader_partition(topic_id, partition, -1)?;
-        let epoch = p.state().leader_epoch;
+        let (p, state) = self.leading(topic_id, partition, -1)?;
+        let epoch = state.leader_epoch;
         let mut hw = p.log.subscribe();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -377,8 +376,7 @@ impl ReplicaManager {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<FetchOutcome, PartitionError> {
-        let p = self.leader_partition(topic_id, partition, leader_epoch)?;
-        let state = p.state();
+        let (p, state) = self.leading(topic_id, partition, leader_epoch)?;
         if !state.replicas.contains(&replica_id) {
             return Err(PartitionError::InvalidRequest(format!(
                 "broker {replica_id} is not a replica of this partition"
@@ -597,6 +595,18 @@ impl ReplicaManager {
         partition: i32,
         leader_epoch: i32,
     ) -> Result<Arc<Partition>, PartitionError> {
+        self.leading(topic_id, partition, leader_epoch)
+            .map(|(p, _)| p)
+    }
+
+    /// [`Self::leader_partition`] with the state the check was made on, so
+    /// the produce and fetch paths do not copy it a second time.
+    fn leading(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Result<(Arc<Partition>, LeaderState), PartitionError> {
         let p = self.hosted(topic_id, partition)?;
         let state = p.check_leader(self.node_id, leader_epoch)?;
         if !self.liveness.is_active() {
@@ -604,7 +614,7 @@ impl ReplicaManager {
                 leader: state.leader,
             });
         }
-        Ok(p)
+        Ok((p, state))
     }
 
     /// Handlers only come here for partitions the image has, so a missing
