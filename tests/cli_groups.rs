@@ -465,13 +465,7 @@ async fn a_member_follows_its_group_to_a_new_coordinator() {
         "broker.heartbeat.interval.ms=200\nbroker.session.timeout.ms=2000\n",
     )
     .await;
-    cluster.wait_for_leader().await;
-    wait_for(
-        "three unfenced brokers",
-        Duration::from_secs(30),
-        || async { (cluster.image(0).cluster.active_brokers().count() == 3).then_some(()) },
-    )
-    .await;
+    cluster.wait_for_active_brokers(3).await;
     let bootstrap = cluster
         .nodes
         .iter()

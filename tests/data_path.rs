@@ -24,15 +24,6 @@ const RECORDS: usize = 3_000;
 /// (offset, key, value) of each record, by partition.
 type Consumed = BTreeMap<i32, Vec<(i64, Option<Bytes>, Option<Bytes>)>>;
 
-fn bootstrap(cluster: &TestCluster) -> String {
-    cluster
-        .nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.kafka_port))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Partition directories of `topic` under a node's data dir.
 fn partition_dirs(dir: &Path, topic: &str) -> Vec<String> {
     let mut dirs: Vec<String> = std::fs::read_dir(dir)
@@ -49,16 +40,6 @@ fn partition_dirs(dir: &Path, topic: &str) -> Vec<String> {
 
 async fn consumer_first(consumer: &mut Consumer) -> Option<i64> {
     Some(consumer.poll().await.ok()?.first()?.offset)
-}
-
-/// Topics can be placed once the brokers are registered and unfenced.
-async fn wait_for_active_brokers(cluster: &TestCluster, n: usize) {
-    cluster.wait_for_leader().await;
-    wait_for("unfenced brokers", Duration::from_secs(30), || async {
-        let image = cluster.image(0);
-        (image.cluster.active_brokers().count() == n).then_some(())
-    })
-    .await;
 }
 
 /// Every record of every partition, from the beginning, by partition.
@@ -94,17 +75,8 @@ async fn consume_all(bootstrap: &str, expected: usize) -> Consumed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_survive_restarts_and_deleted_topics_leave_no_files() {
     let mut cluster = TestCluster::start(3, "").await;
-    cluster.wait_for_leader().await;
-    let bootstrap = bootstrap(&cluster);
-    wait_for(
-        "three unfenced brokers",
-        Duration::from_secs(30),
-        || async {
-            let image = cluster.image(0);
-            (image.cluster.active_brokers().count() == 3).then_some(())
-        },
-    )
-    .await;
+    cluster.wait_for_active_brokers(3).await;
+    let bootstrap = cluster.bootstrap(&[0, 1, 2]);
 
     let mut admin = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
         .await
@@ -222,8 +194,8 @@ async fn records_survive_restarts_and_deleted_topics_leave_no_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_size_moves_the_log_start_without_being_asked() {
     let mut cluster = TestCluster::start(1, "log.retention.check.interval.ms=100").await;
-    wait_for_active_brokers(&cluster, 1).await;
-    let bootstrap = bootstrap(&cluster);
+    cluster.wait_for_active_brokers(1).await;
+    let bootstrap = cluster.bootstrap(&[0]);
     let mut admin = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
         .await
         .expect("connect");

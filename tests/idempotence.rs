@@ -23,14 +23,6 @@ use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "idempotent";
 
-fn bootstrap(cluster: &TestCluster, nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|i| format!("127.0.0.1:{}", cluster.nodes[*i].kafka_port))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// A batch of `count` records from producer `pid` at `epoch`, sequences
 /// from `first_seq`, as an idempotent Kafka producer sends it.
 fn batch(pid: i64, epoch: i16, first_seq: i32, count: i32) -> Bytes {
@@ -101,7 +93,7 @@ async fn leader_client(cluster: &TestCluster, alive: &[usize]) -> KafkaClient {
         },
     )
     .await;
-    KafkaClient::connect(&bootstrap(cluster, &[leader]), Duration::from_secs(10))
+    KafkaClient::connect(&cluster.bootstrap(&[leader]), Duration::from_secs(10))
         .await
         .expect("connect to the leader")
 }
@@ -113,14 +105,8 @@ async fn retries_are_written_once_across_restarts_and_failover() {
         "broker.heartbeat.interval.ms=200\nbroker.session.timeout.ms=2000",
     )
     .await;
-    cluster.wait_for_leader().await;
-    wait_for(
-        "three unfenced brokers",
-        Duration::from_secs(30),
-        || async { (cluster.image(0).cluster.active_brokers().count() == 3).then_some(()) },
-    )
-    .await;
-    let all = bootstrap(&cluster, &[0, 1, 2]);
+    cluster.wait_for_active_brokers(3).await;
+    let all = cluster.bootstrap(&[0, 1, 2]);
     let mut admin = KafkaClient::connect(&all, Duration::from_secs(10))
         .await
         .expect("connect");
@@ -196,7 +182,7 @@ async fn retries_are_written_once_across_restarts_and_failover() {
     );
 
     // Ids are not reused after the restart either.
-    let mut admin = KafkaClient::connect(&bootstrap(&cluster, &alive), Duration::from_secs(10))
+    let mut admin = KafkaClient::connect(&cluster.bootstrap(&alive), Duration::from_secs(10))
         .await
         .expect("connect");
     let (after, _) = init_producer_id(&mut admin).await;

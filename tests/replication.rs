@@ -18,14 +18,6 @@ use fjord::storage::ReadLimit;
 const TOPIC: &str = "replicated";
 const PATIENT: Duration = Duration::from_secs(30);
 
-fn bootstrap(cluster: &TestCluster, nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|i| format!("127.0.0.1:{}", cluster.nodes[*i].kafka_port))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 async fn produce(
     bootstrap: &str,
     from: usize,
@@ -92,14 +84,8 @@ async fn acks_all_survives_a_lost_broker_and_refuses_with_two() {
         "broker.heartbeat.interval.ms=200\nbroker.session.timeout.ms=2000\nreplica.lag.time.max.ms=2000",
     )
     .await;
-    cluster.wait_for_leader().await;
-    wait_for(
-        "three unfenced brokers",
-        Duration::from_secs(30),
-        || async { (cluster.image(0).cluster.active_brokers().count() == 3).then_some(()) },
-    )
-    .await;
-    let all = bootstrap(&cluster, &[0, 1, 2]);
+    cluster.wait_for_active_brokers(3).await;
+    let all = cluster.bootstrap(&[0, 1, 2]);
     let mut admin = KafkaClient::connect(&all, Duration::from_secs(10))
         .await
         .expect("connect");
@@ -144,7 +130,7 @@ async fn acks_all_survives_a_lost_broker_and_refuses_with_two() {
     cluster.stop_node(down).await;
     let up: Vec<usize> = (0..3).filter(|i| *i != down).collect();
     wait_for_isr(&cluster, up[0], 2).await;
-    let second = produce(&bootstrap(&cluster, &up), 200, 100, PATIENT)
+    let second = produce(&cluster.bootstrap(&up), 200, 100, PATIENT)
         .await
         .expect("acks=all with two of three");
     assert_eq!(second.first(), Some(&200));
@@ -155,7 +141,7 @@ async fn acks_all_survives_a_lost_broker_and_refuses_with_two() {
     cluster.stop_node(second_down).await;
     wait_for_isr(&cluster, survivor, 1).await;
     let refused = produce(
-        &bootstrap(&cluster, &[survivor]),
+        &cluster.bootstrap(&[survivor]),
         300,
         1,
         Duration::from_secs(4),

@@ -171,6 +171,27 @@ impl TestCluster {
         .await
     }
 
+    /// The Kafka listeners of nodes `nodes`, as a bootstrap list.
+    pub fn bootstrap(&self, nodes: &[usize]) -> String {
+        nodes
+            .iter()
+            .map(|i| format!("127.0.0.1:{}", self.nodes[*i].kafka_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits for a quorum leader and `n` active brokers: topics can be
+    /// placed from then on.
+    pub async fn wait_for_active_brokers(&self, n: usize) {
+        self.wait_for_leader().await;
+        wait_for(
+            &format!("{n} active brokers"),
+            Duration::from_secs(30),
+            || async { (self.image(0).cluster.active_brokers().count() == n).then_some(()) },
+        )
+        .await;
+    }
+
     /// Waits until every running node's image is equal to the leader's.
     pub async fn wait_for_equal_images(&self) -> Arc<MetadataImage> {
         wait_for(
