@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod process_metrics;
 pub mod replication;
 pub mod storage;
 pub mod topic_config;

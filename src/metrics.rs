@@ -238,4 +238,82 @@ fn describe() {
         "fjord_producer_id_blocks_total",
         "Producer id blocks this broker got from the active controller"
     );
+    describe_kafka_and_process();
+}
+
+/// The Kafka listener's metrics, the per-topic traffic counters, the
+/// dashboard's gauges (voter lag, partition size) and the standard process
+/// collector (`crate::process_metrics`).
+fn describe_kafka_and_process() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "fjord_kafka_requests_total",
+        "Kafka requests served, by API"
+    );
+    describe_counter!(
+        "fjord_kafka_request_errors_total",
+        "Kafka requests that failed or were refused, by API"
+    );
+    describe_counter!(
+        "fjord_kafka_malformed_requests_total",
+        "Kafka frames that could not be decoded (the connection is closed)"
+    );
+    describe_histogram!(
+        "fjord_kafka_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's decode to its response, by API"
+    );
+    describe_gauge!("fjord_kafka_connections", "Open Kafka client connections");
+    describe_counter!(
+        "fjord_topic_bytes_in_total",
+        Unit::Bytes,
+        "Record batch bytes produced to partitions this broker leads, by topic"
+    );
+    describe_counter!(
+        "fjord_topic_records_in_total",
+        "Records produced to partitions this broker leads, by topic"
+    );
+    describe_counter!(
+        "fjord_topic_bytes_out_total",
+        Unit::Bytes,
+        "Record batch bytes returned to Fetch requests, by topic"
+    );
+    describe_counter!(
+        "fjord_topic_records_out_total",
+        "Records returned to Fetch requests, by topic"
+    );
+    describe_gauge!(
+        "fjord_raft_voter_lag_entries",
+        "Metadata log entries each voter is behind the leader's log end; active controller only"
+    );
+    describe_gauge!(
+        "fjord_log_size_bytes",
+        Unit::Bytes,
+        "Segment bytes of each partition log this broker holds"
+    );
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "User and system CPU time of the process, in whole seconds"
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory size of the process"
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        Unit::Bytes,
+        "Virtual memory size of the process"
+    );
+    describe_gauge!("process_open_fds", "Open file descriptors of the process");
+    describe_gauge!(
+        "process_max_fds",
+        "Soft limit on open file descriptors of the process"
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch"
+    );
 }

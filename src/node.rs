@@ -209,6 +209,9 @@ pub async fn start_with_listeners(
     tasks.push(tokio::spawn(
         lifecycle.run(controller.clone(), shutdown_rx.clone()),
     ));
+    tasks.push(tokio::spawn(crate::process_metrics::run(
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(stamp_cluster_id(
         controller.clone(),
         dirs,

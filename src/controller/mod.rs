@@ -621,6 +621,43 @@ impl Controller {
     }
 }
 
+/// `fjord_raft_voter_lag_entries{voter}`: on the active controller, how
+/// many metadata log entries each voter's matched log is behind the
+/// leader's last entry (the leader itself 0). Only the leader knows what
+/// its followers matched, so elsewhere the voters it once reported read 0,
+/// as Kafka's controller metrics do on an inactive controller.
+fn export_voter_lag(m: &openraft::RaftMetrics<u64, BasicNode>, exported: &mut BTreeSet<u64>) {
+    let lag = |voter: u64, entries: u64| {
+        metrics::gauge!("fjord_raft_voter_lag_entries", "voter" => voter.to_string())
+            .set(entries as f64);
+    };
+    if m.state != ServerState::Leader {
+        for voter in std::mem::take(exported) {
+            lag(voter, 0);
+        }
+        return;
+    }
+    // In log end offsets (one past the last entry), as `fjord cluster
+    // status` counts lag: an empty log and "nothing matched yet" are 0.
+    let leader_end = m.last_log_index.map_or(0, |i| i + 1);
+    let replication = m.replication.as_ref();
+    let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+    for voter in exported.difference(&voters) {
+        lag(*voter, 0);
+    }
+    for voter in &voters {
+        let end = if *voter == m.id {
+            leader_end
+        } else {
+            replication
+                .and_then(|r| r.get(voter).copied().flatten())
+                .map_or(0, |id| id.index + 1)
+        };
+        lag(*voter, leader_end.saturating_sub(end));
+    }
+    *exported = voters;
+}
+
 /// The highest log end offset a majority of voters have reached: the
 /// exclusive end of the committed log (Kafka's high watermark).
 fn quorum_end_offset(voters: &[ReplicaState]) -> i64 {
@@ -664,6 +701,7 @@ async fn export_raft_metrics(controller: Arc<Controller>, mut shutdown: watch::R
     let mut raft_metrics = controller.raft.metrics();
     let mut image = controller.image();
     let mut last_leader = None;
+    let mut lag_voters = BTreeSet::new();
     loop {
         {
             let m = raft_metrics.borrow_and_update();
@@ -684,6 +722,7 @@ async fn export_raft_metrics(controller: Arc<Controller>, mut shutdown: watch::R
                 tracing::info!(leader = ?m.current_leader, term = m.current_term, "metadata quorum leader");
             }
             last_leader = m.current_leader;
+            export_voter_lag(&m, &mut lag_voters);
         }
         {
             let img = image.borrow_and_update();

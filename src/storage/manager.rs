@@ -146,6 +146,7 @@ impl LogManager {
             .remove(&(topic_id, partition));
         if let Some(log) = removed {
             log.delete()?;
+            export_size(&log);
             tracing::info!(topic = %log.topic, partition, "partition log deleted");
         }
         Ok(())
@@ -205,6 +206,7 @@ impl LogManager {
                 if let Err(e) = log.checkpoint() {
                     who("checkpoint", e);
                 }
+                export_size(&log);
             }
             if retention {
                 match log.apply_retention(now) {
@@ -221,6 +223,13 @@ impl LogManager {
             }
         }
     }
+}
+
+/// `fjord_log_size_bytes{topic,partition}`: the partition's segment bytes.
+/// A deleted partition reads 0: the `metrics` facade cannot drop a series.
+fn export_size(log: &PartitionLog) {
+    metrics::gauge!("fjord_log_size_bytes", "topic" => log.topic.clone(), "partition" => log.partition.to_string())
+        .set(log.size_bytes() as f64);
 }
 
 #[cfg(test)]
