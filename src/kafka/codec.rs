@@ -15,6 +15,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
+use super::frame::{Frame, FrameBuf};
+
 /// Bytes of the size prefix in front of every frame.
 pub const SIZE_PREFIX_BYTES: usize = 4;
 
@@ -161,12 +163,33 @@ pub fn encode_response<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Result<Bytes, CodecError> {
+    encode_response_frame(correlation_id, api, version, body, &[]).map(Frame::into_bytes)
+}
+
+/// A whole response frame whose slices of `shared` (the record sets it
+/// carries) are referenced rather than copied; see [`super::frame`].
+pub fn encode_response_frame<R: Encodable>(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: &R,
+    shared: &[Bytes],
+) -> Result<Frame, CodecError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    encode_frame(&header, api.response_header_version(version), body, version).map_err(|reason| {
-        CodecError::Encode {
-            what: api_name(api),
-            reason,
-        }
+    let header_version = api.response_header_version(version);
+    let encoded = (|| {
+        let size = frame_size(&header, header_version, body, version)?;
+        let mut buf = FrameBuf::new(shared, SIZE_PREFIX_BYTES + size);
+        buf.put_i32(size as i32);
+        header
+            .encode(&mut buf, header_version)
+            .and_then(|()| body.encode(&mut buf, version))
+            .map_err(|e| e.to_string())?;
+        Ok(buf.finish())
+    })();
+    encoded.map_err(|reason| CodecError::Encode {
+        what: api_name(api),
+        reason,
     })
 }
 
@@ -191,18 +214,29 @@ fn encode_frame<H: Encodable, B: Encodable>(
     body: &B,
     version: i16,
 ) -> Result<Bytes, String> {
-    let size = header
-        .compute_size(header_version)
-        .and_then(|h| Ok(h + body.compute_size(version)?))
-        .map_err(|e| e.to_string())?;
-    let prefix = i32::try_from(size).map_err(|_| format!("{size} bytes is too large a frame"))?;
+    let size = frame_size(header, header_version, body, version)?;
     let mut buf = BytesMut::with_capacity(SIZE_PREFIX_BYTES + size);
-    buf.put_i32(prefix);
+    buf.put_i32(size as i32);
     header
         .encode(&mut buf, header_version)
         .and_then(|()| body.encode(&mut buf, version))
         .map_err(|e| e.to_string())?;
     Ok(buf.freeze())
+}
+
+/// Bytes after the size prefix; an error when they do not fit in it.
+fn frame_size<H: Encodable, B: Encodable>(
+    header: &H,
+    header_version: i16,
+    body: &B,
+    version: i16,
+) -> Result<usize, String> {
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(|e| e.to_string())?;
+    i32::try_from(size).map_err(|_| format!("{size} bytes is too large a frame"))?;
+    Ok(size)
 }
 
 fn peek_i16(buf: &[u8], at: usize) -> Option<i16> {

@@ -8,6 +8,7 @@
 
 pub mod array_guard;
 pub mod codec;
+pub mod frame;
 pub mod handlers;
 pub mod server;
 

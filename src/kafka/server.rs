@@ -190,9 +190,10 @@ impl Connection {
         let api_label = codec::api_name(api);
         counter!("fjord_kafka_requests_total", "api" => api_label).increment(1);
         let started = Instant::now();
-        let reply = handlers::respond(&self.ctx, api, &header, frame).await?;
+        let mut reply = handlers::respond(&self.ctx, api, &header, frame).await?;
         if !reply.frame.is_empty() {
-            self.stream.write_all(&reply.frame).await?;
+            // Vectored: a fetch's record sets are chunks of their own.
+            self.stream.write_all_buf(&mut reply.frame).await?;
         }
         histogram!("fjord_kafka_request_duration_seconds", "api" => api_label)
             .record(started.elapsed().as_secs_f64());

@@ -62,6 +62,45 @@ pub enum LogError {
     Corrupt(String),
 }
 
+/// `len` bytes of `file` from `position`, read straight into a fresh
+/// buffer: no zero-filling first, which cost as much as the read itself in
+/// profiles of consumers fetching megabytes at a time.
+fn read_exact_at(file: &File, len: usize, position: u64) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let at = position + filled as u64;
+        let spare = buf.spare_capacity_mut();
+        let want = (len - filled).min(spare.len());
+        // SAFETY: `spare` is writable memory of at least `want` bytes owned
+        // by `buf`; pread writes at most `want` bytes into it.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                want,
+                at as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => {
+                // SAFETY: pread initialised the first `n` (<= want) bytes
+                // of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n as usize) }
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
 pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.to_path_buf(),
@@ -894,10 +933,8 @@ impl PartitionLog {
             }
         };
         let len = (end_position - first.position) as usize;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, first.position)
+        info.records = read_exact_at(&file, len, first.position)
             .map_err(io_error(&segment_path(&self.dir, first.segment)))?;
-        info.records = Bytes::from(buf);
         Ok(info)
     }
 

@@ -62,6 +62,7 @@ use kafka_protocol::ResponseError;
 
 use super::array_guard::{self, Shape};
 use super::codec::{self, CodecError};
+use super::frame::Frame;
 use super::BrokerContext;
 use crate::controller::ControllerError;
 use crate::metadata::{BrokerRegistration, Endpoint, MetadataImage};
@@ -171,7 +172,7 @@ fn decode_body<R: Decodable + RequestShape>(
 /// empty frame means no response is sent (Produce with `acks=0`).
 #[derive(Debug)]
 pub struct Reply {
-    pub frame: Bytes,
+    pub frame: Frame,
     pub error_code: i16,
 }
 
@@ -225,13 +226,24 @@ async fn dispatch(
             Some(response) => reply(header, ApiKey::Produce, version, &response),
             // acks=0: Kafka answers nothing at all.
             None => Ok(Reply {
-                frame: Bytes::new(),
+                frame: Frame::empty(),
                 error_code: 0,
             }),
         },
         ServedRequest::Fetch(req) => {
             let response = fetch::handle(ctx, req, version).await;
-            reply(header, ApiKey::Fetch, version, &response)
+            // The record sets go to the socket by reference, not copied.
+            let records = fetch::record_sets(&response);
+            Ok(Reply {
+                frame: codec::encode_response_frame(
+                    header.correlation_id,
+                    ApiKey::Fetch,
+                    version,
+                    &response,
+                    &records,
+                )?,
+                error_code: response.top_level_error(),
+            })
         }
         ServedRequest::OffsetForLeaderEpoch(req) => {
             let response = offset_for_leader_epoch::handle(ctx, req, version);
@@ -328,7 +340,7 @@ fn reply<R: Encodable + TopLevelError>(
     response: &R,
 ) -> Result<Reply, CodecError> {
     Ok(Reply {
-        frame: codec::encode_response(header.correlation_id, api, version, response)?,
+        frame: codec::encode_response(header.correlation_id, api, version, response)?.into(),
         error_code: response.top_level_error(),
     })
 }
