@@ -176,6 +176,17 @@ pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) ->
     }
 }
 
+/// The record sets a response carries, for a zero-copy encoding.
+pub fn record_sets(response: &FetchResponse) -> Vec<bytes::Bytes> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// Session handling for a broker that creates no sessions.
 fn session_error(request: &FetchRequest) -> Option<ResponseError> {
     match (request.session_id, request.session_epoch) {
@@ -272,7 +283,13 @@ fn read_all(
                 Some(t) => {
                     let room = max_bytes.saturating_sub(total);
                     let data = read_partition(ctx, t.topic_id, p, room, total == 0, reader);
-                    total += data.records.as_ref().map_or(0, |r| r.len());
+                    let bytes = data.records.as_ref().map_or(0, |r| r.len());
+                    total += bytes;
+                    if let (Reader::Consumer { .. }, Some(records)) = (reader, &data.records) {
+                        if bytes > 0 {
+                            count_out(&t.name, records);
+                        }
+                    }
                     if data.error_code != 0 {
                         let leader = t.partitions.get(&p.partition);
                         if let Some(r) = leader {
@@ -301,6 +318,15 @@ fn read_all(
         );
     }
     (responses, total, errors)
+}
+
+/// Per-topic traffic to consumers (followers' fetches are replication,
+/// counted by the fetcher).
+fn count_out(topic: &str, records: &[u8]) {
+    let labels = [("topic", topic.to_string())];
+    metrics::counter!("fjord_topic_bytes_out_total", &labels).increment(records.len() as u64);
+    metrics::counter!("fjord_topic_records_out_total", &labels)
+        .increment(crate::storage::batch::count_records(records));
 }
 
 fn read_partition(

@@ -151,13 +151,22 @@ fn produce_partition(
         .replicas
         .append_records(topic.topic_id, index, to_vec(records), acks)
     {
-        Ok(info) => (
-            response
-                .with_base_offset(info.base_offset)
-                .with_log_append_time_ms(info.log_append_time)
-                .with_log_start_offset(info.log_start_offset),
-            Some(info.last_offset),
-        ),
+        Ok(info) => {
+            if !info.duplicate {
+                let labels = [("topic", topic.name.clone())];
+                metrics::counter!("fjord_topic_bytes_in_total", &labels)
+                    .increment(info.bytes as u64);
+                metrics::counter!("fjord_topic_records_in_total", &labels)
+                    .increment(info.record_count.max(0) as u64);
+            }
+            (
+                response
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time)
+                    .with_log_start_offset(info.log_start_offset),
+                Some(info.last_offset),
+            )
+        }
         Err(e) => {
             let code = partition_error_code(&e);
             let mut failed = fail(code, e.to_string());
