@@ -259,6 +259,23 @@ impl Consumer {
     /// Up to one round of fetches: returns what arrived, possibly nothing
     /// (the broker waits up to `max_wait` for data before answering).
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ConsumeError> {
+        let mut records = Vec::new();
+        self.poll_into(&mut Sink::Records(&mut records)).await?;
+        Ok(records)
+    }
+
+    /// Like [`Self::poll`], but hands back the fetched bytes, whole batches
+    /// only, as the broker sent them, instead of decoded records: a reader
+    /// that only needs to look at records walks them in place with
+    /// [`FetchedBatches::for_each_record`], with no allocation per record.
+    /// Positions move past the batches returned.
+    pub async fn poll_batches(&mut self) -> Result<Vec<FetchedBatches>, ConsumeError> {
+        let mut batches = Vec::new();
+        self.poll_into(&mut Sink::Batches(&mut batches)).await?;
+        Ok(batches)
+    }
+
+    async fn poll_into(&mut self, sink: &mut Sink<'_>) -> Result<(), ConsumeError> {
         if self.metadata_stale {
             self.refresh_metadata().await?;
         }
@@ -286,7 +303,6 @@ impl Consumer {
                 (leader, client, requested, result)
             });
         }
-        let mut records = Vec::new();
         let mut out_of_range = Vec::new();
         while let Some(joined) = fetches.join_next().await {
             let Ok((leader, client, requested, result)) = joined else {
@@ -295,7 +311,7 @@ impl Consumer {
             match result {
                 Ok(response) => {
                     self.connections.insert(leader, client);
-                    self.absorb(response, &requested, &mut records, &mut out_of_range)?;
+                    self.absorb(response, &requested, sink, &mut out_of_range)?;
                 }
                 Err(e) => {
                     tracing::debug!("fetch from node {leader} failed: {e}");
@@ -306,11 +322,11 @@ impl Consumer {
         if !out_of_range.is_empty() {
             self.reset(&out_of_range).await?;
         }
-        if self.metadata_stale && records.is_empty() {
+        if self.metadata_stale && sink.is_empty() {
             // Nothing to return and someone to find: don't spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Like [`Self::poll`] until at least one record arrives or `timeout` passes.
@@ -360,7 +376,7 @@ impl Consumer {
         &mut self,
         response: FetchResponse,
         requested: &HashMap<i32, i64>,
-        records: &mut Vec<ConsumedRecord>,
+        sink: &mut Sink<'_>,
         out_of_range: &mut Vec<i32>,
     ) -> Result<(), ConsumeError> {
         if response.error_code != 0 {
@@ -418,18 +434,34 @@ impl Consumer {
                 let Some(bytes) = data.records.clone() else {
                     continue;
                 };
-                let decoded = decode_batches(bytes, partition, fetch_offset).map_err(|reason| {
-                    ConsumeError::Corrupt {
-                        topic: self.topic.clone(),
-                        partition,
-                        offset: fetch_offset,
-                        reason,
+                let corrupt = |reason| ConsumeError::Corrupt {
+                    topic: self.topic.clone(),
+                    partition,
+                    offset: fetch_offset,
+                    reason,
+                };
+                let next_offset = match sink {
+                    Sink::Records(records) => {
+                        let decoded =
+                            decode_batches(bytes, partition, fetch_offset).map_err(corrupt)?;
+                        records.extend(decoded.records);
+                        decoded.next_offset
                     }
-                })?;
-                if let Some(next) = decoded.next_offset {
+                    Sink::Batches(batches) => {
+                        let (whole, next_offset) = whole_batches(bytes).map_err(corrupt)?;
+                        if !whole.is_empty() {
+                            batches.push(FetchedBatches {
+                                partition,
+                                fetch_offset,
+                                bytes: whole,
+                            });
+                        }
+                        next_offset
+                    }
+                };
+                if let Some(next) = next_offset {
                     state.position = Some(next.max(fetch_offset));
                 }
-                records.extend(decoded.records);
             }
         }
         Ok(())
@@ -657,12 +689,103 @@ impl Consumer {
     }
 }
 
+/// Where a poll puts what it fetched.
+enum Sink<'a> {
+    Records(&'a mut Vec<ConsumedRecord>),
+    Batches(&'a mut Vec<FetchedBatches>),
+}
+
+impl Sink<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Sink::Records(r) => r.is_empty(),
+            Sink::Batches(b) => b.is_empty(),
+        }
+    }
+}
+
 /// Records of a Fetch answer's bytes, and the offset after the last
 /// complete batch (`None` when no batch is complete).
 #[derive(Debug, Default)]
 pub struct DecodedRecords {
     pub records: Vec<ConsumedRecord>,
     pub next_offset: Option<i64>,
+}
+
+/// One RecordBatch v2 of fetched bytes whose declared sizes were checked
+/// against the bytes it has.
+struct CheckedBatch {
+    base_offset: i64,
+    /// One past its last offset.
+    next_offset: i64,
+    compressed: bool,
+    control: bool,
+    record_count: usize,
+    bytes: Bytes,
+}
+
+/// Takes the next whole batch off the front of `bytes`; `None` when what
+/// is left is not a whole batch (the size limits cut it short: fetched again).
+fn next_batch(bytes: &mut Bytes) -> Result<Option<CheckedBatch>, String> {
+    if bytes.len() < LOG_OVERHEAD {
+        return Ok(None);
+    }
+    let base_offset = i64::from_be_bytes(array_at(bytes, 0));
+    let length = i32::from_be_bytes(array_at(bytes, 8));
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|l| *l >= BATCH_HEADER_AFTER_LENGTH)
+        .ok_or_else(|| format!("batch length {length} at offset {base_offset}"))?;
+    let Some(total) = LOG_OVERHEAD.checked_add(length) else {
+        return Err(format!("batch length {length} at offset {base_offset}"));
+    };
+    if bytes.len() < total {
+        return Ok(None);
+    }
+    let batch = bytes.split_to(total);
+    let magic = batch[16] as i8;
+    if magic != 2 {
+        return Err(format!(
+            "message format v{magic} at offset {base_offset}; only v2 batches are read"
+        ));
+    }
+    let attributes = i16::from_be_bytes(array_at(&batch, 21));
+    let last_offset_delta = i32::from_be_bytes(array_at(&batch, 23));
+    let record_count = i32::from_be_bytes(array_at(&batch, 57));
+    let compressed = attributes & 0x7 != Compression::None as i16;
+    let room = if compressed {
+        MAX_RECORDS_PER_COMPRESSED_BATCH
+    } else {
+        (length - BATCH_HEADER_AFTER_LENGTH) / MIN_RECORD_BYTES
+    };
+    let record_count = usize::try_from(record_count)
+        .ok()
+        .filter(|c| *c <= room)
+        .ok_or_else(|| {
+            format!(
+                "batch at offset {base_offset} declares {record_count} records, room for {room}"
+            )
+        })?;
+    Ok(Some(CheckedBatch {
+        base_offset,
+        next_offset: base_offset.saturating_add(i64::from(last_offset_delta)) + 1,
+        compressed,
+        control: attributes & (1 << 5) != 0,
+        record_count,
+        bytes: batch,
+    }))
+}
+
+/// The whole batches at the front of `bytes` (a slice of them, not a
+/// copy), and the offset after the last one.
+fn whole_batches(bytes: Bytes) -> Result<(Bytes, Option<i64>), String> {
+    let mut rest = bytes.clone();
+    let mut next_offset = None;
+    while let Some(batch) = next_batch(&mut rest)? {
+        next_offset = Some(batch.next_offset);
+    }
+    let whole = bytes.len() - rest.len();
+    Ok((bytes.slice(..whole), next_offset))
 }
 
 /// Splits `bytes` into RecordBatch v2 batches, checks each one's declared
@@ -676,47 +799,13 @@ pub fn decode_batches(
     fetch_offset: i64,
 ) -> Result<DecodedRecords, String> {
     let mut out = DecodedRecords::default();
-    while bytes.len() >= LOG_OVERHEAD {
-        let base_offset = i64::from_be_bytes(array_at(&bytes, 0));
-        let length = i32::from_be_bytes(array_at(&bytes, 8));
-        let length = usize::try_from(length)
-            .ok()
-            .filter(|l| *l >= BATCH_HEADER_AFTER_LENGTH)
-            .ok_or_else(|| format!("batch length {length} at offset {base_offset}"))?;
-        let Some(total) = LOG_OVERHEAD.checked_add(length) else {
-            return Err(format!("batch length {length} at offset {base_offset}"));
-        };
-        if bytes.len() < total {
-            break;
-        }
-        let batch = bytes.split_to(total);
-        let magic = batch[16] as i8;
-        if magic != 2 {
-            return Err(format!(
-                "message format v{magic} at offset {base_offset}; only v2 batches are read"
-            ));
-        }
-        let attributes = i16::from_be_bytes(array_at(&batch, 21));
-        let last_offset_delta = i32::from_be_bytes(array_at(&batch, 23));
-        let record_count = i32::from_be_bytes(array_at(&batch, 57));
-        let compressed = attributes & 0x7 != Compression::None as i16;
-        let room = if compressed {
-            MAX_RECORDS_PER_COMPRESSED_BATCH
-        } else {
-            (length - BATCH_HEADER_AFTER_LENGTH) / MIN_RECORD_BYTES
-        };
-        let count = usize::try_from(record_count)
-            .ok()
-            .filter(|c| *c <= room)
-            .ok_or_else(|| {
-                format!("batch at offset {base_offset} declares {record_count} records, room for {room}")
-            })?;
-        let control = attributes & (1 << 5) != 0;
-        out.next_offset = Some(base_offset.saturating_add(i64::from(last_offset_delta)) + 1);
-        if control || count == 0 {
+    while let Some(batch) = next_batch(&mut bytes)? {
+        out.next_offset = Some(batch.next_offset);
+        if batch.control || batch.record_count == 0 {
             continue;
         }
-        let mut one = batch;
+        let base_offset = batch.base_offset;
+        let mut one = batch.bytes;
         let set = RecordBatchDecoder::decode(&mut one)
             .map_err(|e| format!("batch at offset {base_offset}: {e}"))?;
         out.records.extend(
@@ -739,6 +828,162 @@ pub fn decode_batches(
         );
     }
     Ok(out)
+}
+
+/// Whole record batches of one partition as fetched (see
+/// [`Consumer::poll_batches`]).
+#[derive(Debug, Clone)]
+pub struct FetchedBatches {
+    pub partition: i32,
+    /// The offset asked for: the first batch may start before it.
+    pub fetch_offset: i64,
+    pub bytes: Bytes,
+}
+
+/// A record seen in place in its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    /// CreateTime, or the broker's LogAppendTime for such topics.
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+impl FetchedBatches {
+    /// Calls `visit` with each record at or past the fetch offset, in
+    /// order, skipping control batches, and returns how many it saw.
+    /// Uncompressed batches are read where they lie, after a CRC check;
+    /// compressed ones go through the decoder. A record that does not fit
+    /// its batch or its declared length is an error, not a panic.
+    pub fn for_each_record(&self, mut visit: impl FnMut(RecordView<'_>)) -> Result<usize, String> {
+        let mut rest = self.bytes.clone();
+        let mut seen = 0;
+        while let Some(batch) = next_batch(&mut rest)? {
+            if batch.control || batch.record_count == 0 {
+                continue;
+            }
+            if batch.compressed {
+                let base_offset = batch.base_offset;
+                let mut one = batch.bytes;
+                let set = RecordBatchDecoder::decode(&mut one)
+                    .map_err(|e| format!("batch at offset {base_offset}: {e}"))?;
+                for r in set.records.iter().filter(|r| r.offset >= self.fetch_offset) {
+                    seen += 1;
+                    visit(RecordView {
+                        partition: self.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                    });
+                }
+                continue;
+            }
+            seen += walk_plain_batch(&batch, self.partition, self.fetch_offset, &mut visit)?;
+        }
+        Ok(seen)
+    }
+}
+
+/// Byte offsets in a RecordBatch v2.
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const RECORDS_AT: usize = 61;
+
+fn walk_plain_batch(
+    batch: &CheckedBatch,
+    partition: i32,
+    fetch_offset: i64,
+    visit: &mut impl FnMut(RecordView<'_>),
+) -> Result<usize, String> {
+    let bytes = &batch.bytes[..];
+    let at = batch.base_offset;
+    let crc = u32::from_be_bytes(array_at(&batch.bytes, CRC_AT));
+    if crc32c::crc32c(&bytes[ATTRIBUTES_AT..]) != crc {
+        return Err(format!("batch at offset {at}: CRC mismatch"));
+    }
+    let attributes = i16::from_be_bytes(array_at(&batch.bytes, ATTRIBUTES_AT));
+    let log_append_time = attributes & 0x8 != 0;
+    let base_timestamp = i64::from_be_bytes(array_at(&batch.bytes, BASE_TIMESTAMP_AT));
+    let max_timestamp = i64::from_be_bytes(array_at(&batch.bytes, MAX_TIMESTAMP_AT));
+    let mut reader = &bytes[RECORDS_AT..];
+    let mut seen = 0;
+    let bad = |what: &str| format!("batch at offset {at}: {what}");
+    for _ in 0..batch.record_count {
+        let length = read_varint(&mut reader).ok_or_else(|| bad("record length"))?;
+        let length = usize::try_from(length)
+            .ok()
+            .filter(|l| *l <= reader.len())
+            .ok_or_else(|| bad("record longer than its batch"))?;
+        let (mut record, after) = reader.split_at(length);
+        reader = after;
+        let _attributes = take(&mut record, 1).ok_or_else(|| bad("record attributes"))?;
+        let timestamp_delta = read_varlong(&mut record).ok_or_else(|| bad("timestamp delta"))?;
+        let offset_delta = read_varint(&mut record).ok_or_else(|| bad("offset delta"))?;
+        let key = read_bytes(&mut record).ok_or_else(|| bad("record key"))?;
+        let value = read_bytes(&mut record).ok_or_else(|| bad("record value"))?;
+        let offset = at.saturating_add(i64::from(offset_delta));
+        if offset < fetch_offset {
+            continue;
+        }
+        seen += 1;
+        visit(RecordView {
+            partition,
+            offset,
+            timestamp: if log_append_time {
+                max_timestamp
+            } else {
+                base_timestamp.wrapping_add(timestamp_delta)
+            },
+            key,
+            value,
+        });
+    }
+    Ok(seen)
+}
+
+fn take<'a>(reader: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if reader.len() < n {
+        return None;
+    }
+    let (head, tail) = reader.split_at(n);
+    *reader = tail;
+    Some(head)
+}
+
+/// A length-prefixed byte string: `Some(None)` for length -1 (null).
+fn read_bytes<'a>(reader: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    match read_varint(reader)? {
+        -1 => Some(None),
+        n => take(reader, usize::try_from(n).ok()?).map(Some),
+    }
+}
+
+fn read_unsigned_varint(reader: &mut &[u8], max_bytes: usize) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..max_bytes {
+        let (&byte, rest) = reader.split_first()?;
+        *reader = rest;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn read_varint(reader: &mut &[u8]) -> Option<i32> {
+    let v = u32::try_from(read_unsigned_varint(reader, 5)?).ok()?;
+    Some(((v >> 1) as i32) ^ -((v & 1) as i32))
+}
+
+fn read_varlong(reader: &mut &[u8]) -> Option<i64> {
+    let v = read_unsigned_varint(reader, 10)?;
+    Some(((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
 fn array_at<const N: usize>(bytes: &Bytes, at: usize) -> [u8; N] {
@@ -801,6 +1046,104 @@ mod tests {
                 assert_eq!(Some(got.timestamp), sent.timestamp);
             }
         }
+    }
+
+    fn views(
+        fetched: &FetchedBatches,
+    ) -> Result<Vec<(i64, i64, Option<Bytes>, Option<Bytes>)>, String> {
+        let mut out = Vec::new();
+        let seen = fetched.for_each_record(|r| {
+            out.push((
+                r.offset,
+                r.timestamp,
+                r.key.map(Bytes::copy_from_slice),
+                r.value.map(Bytes::copy_from_slice),
+            ))
+        })?;
+        assert_eq!(seen, out.len());
+        Ok(out)
+    }
+
+    #[test]
+    fn records_walked_in_place_match_the_decoder_for_every_codec() {
+        let records = sample(20);
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut joined = BytesMut::new();
+            let first = encode_records(&to_records(&records, 0), codec).unwrap();
+            joined.put_slice(&at_base_offset(first, 100));
+            let second = encode_records(&to_records(&records[..5], 0), codec).unwrap();
+            joined.put_slice(&at_base_offset(second, 120));
+            let bytes = joined.freeze();
+            for fetch_offset in [100, 113, 121] {
+                let decoded = decode_batches(bytes.clone(), 3, fetch_offset).unwrap();
+                let (whole, next) = whole_batches(bytes.clone()).unwrap();
+                assert_eq!(next, Some(125), "{codec:?}");
+                let fetched = FetchedBatches {
+                    partition: 3,
+                    fetch_offset,
+                    bytes: whole,
+                };
+                let expected: Vec<_> = decoded
+                    .records
+                    .into_iter()
+                    .map(|r| (r.offset, r.timestamp, r.key, r.value))
+                    .collect();
+                assert_eq!(
+                    views(&fetched).unwrap(),
+                    expected,
+                    "{codec:?} from {fetch_offset}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn whole_batches_stop_before_a_cut_short_one() {
+        let first = at_base_offset(
+            encode_records(&to_records(&sample(3), 0), Compression::None).unwrap(),
+            0,
+        );
+        let mut joined = BytesMut::new();
+        joined.put_slice(&first);
+        joined.put_slice(&first[..first.len() - 5]);
+        let (whole, next) = whole_batches(joined.freeze()).unwrap();
+        assert_eq!(whole, first);
+        assert_eq!(next, Some(3));
+        let (whole, next) = whole_batches(first.slice(..10)).unwrap();
+        assert!(whole.is_empty());
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn walking_a_corrupt_or_lying_batch_is_an_error() {
+        let batch = at_base_offset(
+            encode_records(&to_records(&sample(4), 0), Compression::None).unwrap(),
+            0,
+        );
+        let fetched = |bytes: Bytes| FetchedBatches {
+            partition: 0,
+            fetch_offset: 0,
+            bytes,
+        };
+        let mut corrupt = BytesMut::from(&batch[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let e = views(&fetched(corrupt.freeze())).unwrap_err();
+        assert!(e.contains("CRC"), "{e}");
+        // A record length past the batch's end, with a CRC that matches.
+        let mut lying = BytesMut::from(&batch[..]);
+        lying[RECORDS_AT] = 0xfe; // zigzag varint 127 ...
+        lying[RECORDS_AT + 1] = 0x7f; // ... continued: 8191 bytes
+        let crc = crc32c::crc32c(&lying[ATTRIBUTES_AT..]);
+        lying[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let e = views(&fetched(lying.freeze())).unwrap_err();
+        assert!(e.contains("longer than its batch"), "{e}");
     }
 
     #[test]
