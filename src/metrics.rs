@@ -267,20 +267,20 @@ fn describe_kafka_and_process() {
     describe_counter!(
         "fjord_topic_bytes_in_total",
         Unit::Bytes,
-        "Record batch bytes produced to partitions this broker leads, by topic"
+        "Record batch bytes clients produced to partitions this broker leads (idempotent retries once), by topic"
     );
     describe_counter!(
         "fjord_topic_records_in_total",
-        "Records produced to partitions this broker leads, by topic"
+        "Records clients produced to partitions this broker leads (idempotent retries once), by topic"
     );
     describe_counter!(
         "fjord_topic_bytes_out_total",
         Unit::Bytes,
-        "Record batch bytes returned to Fetch requests, by topic"
+        "Record batch bytes served to consumers (not to followers), by topic"
     );
     describe_counter!(
         "fjord_topic_records_out_total",
-        "Records returned to Fetch requests, by topic"
+        "Records served to consumers (not to followers), by topic"
     );
     describe_gauge!(
         "fjord_raft_voter_lag_entries",
