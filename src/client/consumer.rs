@@ -1048,9 +1048,10 @@ mod tests {
         }
     }
 
-    fn views(
-        fetched: &FetchedBatches,
-    ) -> Result<Vec<(i64, i64, Option<Bytes>, Option<Bytes>)>, String> {
+    /// Offset, timestamp, key and value of a record.
+    type Seen = (i64, i64, Option<Bytes>, Option<Bytes>);
+
+    fn views(fetched: &FetchedBatches) -> Result<Vec<Seen>, String> {
         let mut out = Vec::new();
         let seen = fetched.for_each_record(|r| {
             out.push((
