@@ -138,12 +138,9 @@ fn describe() {
         "fjord_log_recovery_truncations_total",
         "Torn or corrupt segment tails cut at start-up"
     );
+    describe_gauge!("fjord_partition_leaders", "Partitions this broker leads");
     describe_gauge!(
-        "fjord_partition_leader_count",
-        "Partitions this broker leads"
-    );
-    describe_gauge!(
-        "fjord_partition_replica_count",
+        "fjord_partition_replicas",
         "Partition logs this broker holds"
     );
     describe_gauge!(
@@ -202,7 +199,7 @@ fn describe() {
         "Time acks=all produce partitions waited for the ISR"
     );
     describe_gauge!(
-        "fjord_group_count",
+        "fjord_groups",
         "Consumer groups this broker coordinates, by state"
     );
     describe_counter!(

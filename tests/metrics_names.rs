@@ -358,6 +358,19 @@ fn naming_violations(e: &Exposition) -> Vec<String> {
             (_, true) => bad.push(format!("{name}: a {kind} must not end in _total")),
             _ => {}
         }
+        // The series suffixes of histograms and summaries (promtool's
+        // `check metrics` says the same).
+        let series_suffix = ["_count", "_sum", "_bucket"]
+            .into_iter()
+            .find(|s| name.ends_with(s));
+        if let (Some(suffix), false) = (
+            series_suffix,
+            matches!(kind.as_str(), "histogram" | "summary"),
+        ) {
+            bad.push(format!(
+                "{name}: a {kind} must not end in {suffix}, a histogram's series suffix"
+            ));
+        }
         for word in name.split('_') {
             if NON_BASE_UNITS.contains(&word.to_ascii_lowercase().as_str()) {
                 bad.push(format!(
@@ -698,6 +711,7 @@ fn naming_rules_catch_each_kind_of_mistake() {
 # HELP fjord_wait_ms not a base unit\n# TYPE fjord_wait_ms gauge\nfjord_wait_ms 1\n\
 # HELP fjord_log_mib_size not a base unit\n# TYPE fjord_log_mib_size gauge\nfjord_log_mib_size 1\n\
 # HELP kafka_things no prefix\n# TYPE kafka_things gauge\nkafka_things 1\n\
+# HELP fjord_leader_count a histogram's suffix\n# TYPE fjord_leader_count gauge\nfjord_leader_count 1\n\
 # TYPE fjord_undocumented gauge\nfjord_undocumented 1\n\
 # HELP fjord_latency_seconds fine\n# TYPE fjord_latency_seconds histogram\n\
 fjord_latency_seconds_bucket{le=\"+Inf\"} 1\nfjord_latency_seconds_sum 1\nfjord_latency_seconds_count 1\n\
@@ -715,6 +729,7 @@ fjord_orphan 1\n";
             "fjord_wait_ms",
             "fjord_log_mib_size",
             "kafka_things",
+            "fjord_leader_count",
             "fjord_undocumented",
             "fjord_orphan",
         ]),

@@ -495,7 +495,7 @@ impl GroupCoordinator {
             *counts.entry(group.state).or_default() += 1;
         }
         for state in GroupState::ALL {
-            metrics::gauge!("fjord_group_count", "state" => state.name())
+            metrics::gauge!("fjord_groups", "state" => state.name())
                 .set(counts.get(&state).copied().unwrap_or(0) as f64);
         }
     }

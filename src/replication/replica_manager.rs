@@ -734,8 +734,8 @@ impl ReplicaManager {
                 tracing::error!(%topic_id, partition, "cannot delete the partition log: {e}");
             }
         }
-        metrics::gauge!("fjord_partition_leader_count").set(leaders as f64);
-        metrics::gauge!("fjord_partition_replica_count").set(self.logs.logs().len() as f64);
+        metrics::gauge!("fjord_partition_leaders").set(leaders as f64);
+        metrics::gauge!("fjord_partition_replicas").set(self.logs.logs().len() as f64);
     }
 
     /// Moves a partition to its new state: a new leader starts its epoch at
