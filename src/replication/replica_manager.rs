@@ -258,7 +258,7 @@ impl ReplicaManager {
         &self,
         topic_id: Uuid,
         partition: i32,
-        records: Vec<u8>,
+        records: bytes::Bytes,
         acks: i16,
     ) -> Result<AppendInfo, PartitionError> {
         let (p, state) = self.leading(topic_id, partition, -1)?;

@@ -142,7 +142,6 @@ impl BatchHeader {
     }
 }
 
-/// The CRC Kafka computes over a batch: crc32c of everything from the attributes on.
 /// Records in the whole batches at the start of `buf`, read from their
 /// headers alone (for metrics: nothing is decoded or checked). A cut-short
 /// last batch is not counted.
@@ -164,6 +163,7 @@ pub fn count_records(buf: &[u8]) -> u64 {
     count
 }
 
+/// The CRC Kafka computes over a batch: crc32c of everything from the attributes on.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(batch.get(CRC_START..).unwrap_or(&[]))
 }
@@ -235,12 +235,19 @@ pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch:
 /// Marks a batch as LogAppendTime with `now_ms` as its max timestamp and
 /// recomputes the CRC; consumers then read every record's timestamp as `now_ms`.
 pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
-    let attributes = i16::from_be_bytes([batch[ATTRIBUTES], batch[ATTRIBUTES + 1]]);
-    batch[ATTRIBUTES..ATTRIBUTES + 2]
+    let (header, records) = batch.split_at_mut(HEADER_BYTES);
+    stamp_log_append_time_in_header(header, records, now_ms);
+}
+
+/// [`stamp_log_append_time`] for a batch whose `header` (its first
+/// [`HEADER_BYTES`]) is held apart from the `records` after it.
+pub fn stamp_log_append_time_in_header(header: &mut [u8], records: &[u8], now_ms: i64) {
+    let attributes = i16::from_be_bytes([header[ATTRIBUTES], header[ATTRIBUTES + 1]]);
+    header[ATTRIBUTES..ATTRIBUTES + 2]
         .copy_from_slice(&(attributes | LOG_APPEND_TIME_FLAG).to_be_bytes());
-    batch[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    header[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(compute_crc(header), records);
+    header[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn i32_at(buf: &[u8], at: usize) -> i32 {

@@ -101,6 +101,60 @@ fn read_exact_at(file: &File, len: usize, position: u64) -> io::Result<Bytes> {
     Ok(buf.freeze())
 }
 
+/// Writes `parts` back to back at `position`, with as few `pwritev` calls
+/// as the kernel allows.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], position: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Linux's IOV_MAX.
+    const MAX_IOVECS: usize = 1024;
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    let mut at = position;
+    while first < parts.len() {
+        let iovecs: Vec<libc::iovec> = parts[first..]
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice of `parts`, which
+        // pwritev only reads.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iovecs.as_ptr(),
+                iovecs.len() as libc::c_int,
+                at as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut written = n as usize;
+        at += written as u64;
+        while written > 0 {
+            let part = parts[first];
+            if written >= part.len() {
+                written -= part.len();
+                first += 1;
+            } else {
+                parts[first] = &part[written..];
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.to_path_buf(),
@@ -432,9 +486,10 @@ impl PartitionLog {
     /// LogAppendTime topics the broker's time.
     pub fn append_as_leader(
         &self,
-        mut records: Vec<u8>,
+        records: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
+        let records: Bytes = records.into();
         let config = self.config();
         let max = usize::try_from(config.max_message_bytes).unwrap_or(0);
         let headers = batch::validate_produced(&records, max)?;
@@ -465,16 +520,23 @@ impl PartitionLog {
             start_position = active.size;
         }
         let mut entries = Vec::with_capacity(headers.len());
+        // Only the headers change (offset, epoch, LogAppendTime and the CRC
+        // that covers it); the records are written from the request's own
+        // buffer, never copied.
+        let mut patched = Vec::with_capacity(headers.len());
         for header in &headers {
             let size = header.size();
-            let bytes = &mut records[pos..pos + size];
-            batch::assign_offset_and_epoch(bytes, offset, leader_epoch);
+            let mut head = [0u8; HEADER_BYTES];
+            head.copy_from_slice(&records[pos..pos + HEADER_BYTES]);
+            batch::assign_offset_and_epoch(&mut head, offset, leader_epoch);
+            let body = &records[pos + HEADER_BYTES..pos + size];
             let max_timestamp = if log_append_time {
-                batch::stamp_log_append_time(bytes, now);
+                batch::stamp_log_append_time_in_header(&mut head, body, now);
                 now
             } else {
                 header.max_timestamp
             };
+            patched.push(head);
             entries.push(BatchEntry {
                 base_offset: offset,
                 last_offset: offset + header.offset_count() - 1,
@@ -488,7 +550,14 @@ impl PartitionLog {
             record_count += i64::from(header.record_count);
             pos += size;
         }
-        self.write_batches(&mut st, &records, &mut entries)?;
+        let mut parts = Vec::with_capacity(2 * headers.len());
+        let mut pos = 0;
+        for (header, head) in headers.iter().zip(&patched) {
+            parts.push(&head[..]);
+            parts.push(&records[pos + HEADER_BYTES..pos + header.size()]);
+            pos += header.size();
+        }
+        self.write_batches(&mut st, &parts, &mut entries)?;
         for (header, entry) in headers.iter().zip(&entries) {
             st.producers.record(header, entry.base_offset);
         }
@@ -512,9 +581,10 @@ impl PartitionLog {
     fn write_batches(
         &self,
         st: &mut LogState,
-        records: &[u8],
+        records: &[&[u8]],
         entries: &mut [BatchEntry],
     ) -> Result<(), LogError> {
+        let len: usize = records.iter().map(|r| r.len()).sum();
         let mut write = IndexWrite::default();
         let mut running = st.running_max_timestamp;
         let mut running_batch = st.max_timestamp_batch;
@@ -529,7 +599,7 @@ impl PartitionLog {
         }
         let active = st.active();
         let position = active.size;
-        if let Err(source) = active.file.write_all_at(records, position) {
+        if let Err(source) = write_all_vectored_at(&active.file, records, position) {
             // Leave no partial batch behind for a later append to follow.
             let _ = active.file.set_len(position);
             return Err(LogError::Io {
@@ -541,7 +611,7 @@ impl PartitionLog {
             let _ = active.file.set_len(position);
             return Err(e.into());
         }
-        active.size += records.len() as u64;
+        active.size += len as u64;
         active.max_timestamp = running;
         if let Some(last) = entries.last() {
             st.log_end_offset = last.last_offset + 1;
@@ -655,7 +725,7 @@ impl PartitionLog {
             record_count += i64::from(header.record_count);
             pos += header.size() as u64;
         }
-        self.write_batches(&mut st, records, &mut entries)?;
+        self.write_batches(&mut st, &[records], &mut entries)?;
         for header in &headers {
             st.producers.record(header, header.base_offset);
         }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
@@ -17,7 +16,7 @@ use super::{partition_error_code, RequestShape};
 use crate::kafka::array_guard::{Field, Shape};
 use crate::kafka::BrokerContext;
 use crate::metadata::image::TopicImage;
-use crate::replication::PartitionError;
+use crate::replication::{PartitionError, ReplicaManager};
 
 impl RequestShape for ProduceRequest {
     /// `transactional_id, acks, timeout_ms, topic_data: [name | topic_id (v13+),
@@ -49,6 +48,23 @@ pub async fn handle(
     request: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
+    append(ctx, request, version).answer(&ctx.replicas).await
+}
+
+/// A produce request whose partitions are appended (or failed), waiting
+/// only for its acknowledgements.
+pub struct Appended {
+    acks: i16,
+    timeout: Duration,
+    responses: Vec<TopicProduceResponse>,
+    /// `acks=all`: (topic index, partition index, topic id, partition, last offset).
+    waits: Vec<(usize, usize, uuid::Uuid, i32, i64)>,
+}
+
+/// Appends every partition of `request` now. The connection calls this in
+/// request order, so produce requests pipelined on one connection append
+/// in the order they were sent even though their answers wait together.
+pub fn append(ctx: &BrokerContext, request: ProduceRequest, version: i16) -> Appended {
     let image = ctx.image.borrow().clone();
     let acks = request.acks;
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
@@ -76,25 +92,45 @@ pub async fn handle(
                 .with_partition_responses(partition_responses),
         );
     }
-    if acks == 0 {
-        return None;
+    Appended {
+        acks,
+        timeout,
+        responses,
+        waits,
     }
-    let results = futures::future::join_all(waits.iter().map(|(_, _, topic_id, index, last)| {
-        ctx.replicas.wait_for_isr(*topic_id, *index, *last, timeout)
-    }))
-    .await;
-    for ((t, i, ..), result) in waits.into_iter().zip(results) {
-        if let Err(e) = result {
-            let code = partition_error_code(&e);
-            metrics::counter!("fjord_produce_partition_errors_total", "error" => format!("{code:?}"))
-                .increment(1);
-            let r = &mut responses[t].partition_responses[i];
-            r.error_code = code.code();
-            r.error_message = Some(e.to_string().into());
-            r.base_offset = -1;
+}
+
+impl Appended {
+    /// The response once every `acks=all` partition has its ISR (or timed
+    /// out); `None` for `acks=0`.
+    pub async fn answer(self, replicas: &ReplicaManager) -> Option<ProduceResponse> {
+        let Appended {
+            acks,
+            timeout,
+            mut responses,
+            waits,
+        } = self;
+        if acks == 0 {
+            return None;
         }
+        let results =
+            futures::future::join_all(waits.iter().map(|(_, _, topic_id, index, last)| {
+                replicas.wait_for_isr(*topic_id, *index, *last, timeout)
+            }))
+            .await;
+        for ((t, i, ..), result) in waits.into_iter().zip(results) {
+            if let Err(e) = result {
+                let code = partition_error_code(&e);
+                metrics::counter!("fjord_produce_partition_errors_total", "error" => format!("{code:?}"))
+                    .increment(1);
+                let r = &mut responses[t].partition_responses[i];
+                r.error_code = code.code();
+                r.error_message = Some(e.to_string().into());
+                r.base_offset = -1;
+            }
+        }
+        Some(ProduceResponse::default().with_responses(responses))
     }
-    Some(ProduceResponse::default().with_responses(responses))
 }
 
 /// The partition's response, and the last offset appended if it was.
@@ -149,7 +185,7 @@ fn produce_partition(
     };
     match ctx
         .replicas
-        .append_records(topic.topic_id, index, to_vec(records), acks)
+        .append_records(topic.topic_id, index, records, acks)
     {
         Ok(info) => {
             if !info.duplicate {
@@ -176,9 +212,4 @@ fn produce_partition(
             (failed, None)
         }
     }
-}
-
-/// The batches are rewritten in place (offsets, epoch), so they need their own buffer.
-fn to_vec(records: Bytes) -> Vec<u8> {
-    records.to_vec()
 }
