@@ -1,21 +1,31 @@
 //! The Kafka listener: accepts connections and answers each one's requests.
 //!
-//! A connection is answered one request at a time, in order, as Kafka does
-//! (its network layer mutes a channel while a request is in flight).
-//! Pipelining clients simply find their later requests waiting in the
-//! socket. Anything malformed closes that connection only, after one log
-//! line; nothing a peer sends can panic the process.
+//! A connection's requests are answered in order. Kafka handles one request
+//! per connection at a time (its network layer mutes a channel while a
+//! request is in flight), so a producer pipelining `acks=all` requests
+//! waits a replication round trip per request. fjord does the same for
+//! every request except a run of Produce requests: each is appended as soon
+//! as it is read, in order, and up to [`MAX_PIPELINED_PRODUCE`] of them
+//! wait for their acknowledgements together; answers still go out in
+//! request order. Any other request first waits for the run to be
+//! answered, so a client never sees a later request overtake an earlier
+//! one. Anything malformed closes that connection only, after one log line;
+//! nothing a peer sends can panic the process.
 //!
 //! Shutdown: when the shutdown flag flips, the listener stops accepting and
 //! every connection stops reading new requests; a request already read is
 //! answered. After [`SHUTDOWN_GRACE`] the stragglers are dropped.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 use metrics::{counter, gauge, histogram};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +46,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Produce requests of one connection that may wait for their
+/// acknowledgements at once (librdkafka and the Java client send at most 5).
+pub const MAX_PIPELINED_PRODUCE: usize = 16;
+
+/// A request being answered, and what its metrics need once it is.
+type Answering = Pin<
+    Box<dyn Future<Output = (Result<handlers::Reply, CodecError>, &'static str, Instant)> + Send>,
+>;
 
 /// Serves Kafka clients on `listener` until `shutdown` becomes true (or its
 /// sender is dropped), then waits up to [`SHUTDOWN_GRACE`] for requests in
@@ -147,21 +166,36 @@ impl Connection {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let _open = OpenConnection::new();
         debug!(peer = %self.peer, "kafka connection opened");
-        loop {
+        // Produce requests appended and waiting for their acknowledgements.
+        let mut produce: FuturesOrdered<Answering> = FuturesOrdered::new();
+        let result = loop {
             let frame = tokio::select! {
                 biased;
-                () = shutdown_signalled(&mut shutdown) => break,
-                frame = self.read_frame() => frame,
+                () = shutdown_signalled(&mut shutdown) => break Ok(()),
+                Some(answered) = produce.next(), if !produce.is_empty() => {
+                    if let Err(e) = self.send(answered).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                frame = self.read_frame(), if produce.len() < MAX_PIPELINED_PRODUCE => frame,
             };
-            let result = match frame {
-                Ok(Some(frame)) => self.answer(frame).await,
-                Ok(None) => break,
-                Err(e) => Err(e),
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             };
-            if let Err(e) = result {
-                self.report(&e);
-                break;
+            if let Err(e) = self.answer(frame, &mut produce).await {
+                break Err(e);
             }
+        };
+        // Requests already read are answered, even on shutdown.
+        let result = match result {
+            Ok(()) => self.send_all(&mut produce).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.report(&e);
         }
         debug!(peer = %self.peer, "kafka connection closed");
     }
@@ -184,13 +218,47 @@ impl Connection {
         }
     }
 
-    async fn answer(&mut self, mut frame: Bytes) -> Result<(), ConnectionError> {
+    /// Starts answering one request: a Produce request is appended now and
+    /// joins `produce`; anything else waits for `produce` to be answered,
+    /// then is answered itself.
+    async fn answer(
+        &mut self,
+        mut frame: Bytes,
+        produce: &mut FuturesOrdered<Answering>,
+    ) -> Result<(), ConnectionError> {
         let (api, header) = codec::decode_request_header(&mut frame)?;
         self.client_id = header.client_id.clone();
         let api_label = codec::api_name(api);
         counter!("fjord_kafka_requests_total", "api" => api_label).increment(1);
         let started = Instant::now();
-        let mut reply = handlers::respond(&self.ctx, api, &header, frame).await?;
+        if api == ApiKey::Produce {
+            let answering = handlers::begin_produce(&self.ctx, &header, frame)?;
+            produce.push_back(Box::pin(
+                async move { (answering.await, api_label, started) },
+            ));
+            return Ok(());
+        }
+        self.send_all(produce).await?;
+        let reply = handlers::respond(&self.ctx, api, &header, frame).await;
+        self.send((reply, api_label, started)).await
+    }
+
+    /// Answers every request in `produce`, in order.
+    async fn send_all(
+        &mut self,
+        produce: &mut FuturesOrdered<Answering>,
+    ) -> Result<(), ConnectionError> {
+        while let Some(answered) = produce.next().await {
+            self.send(answered).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        (reply, api_label, started): (Result<handlers::Reply, CodecError>, &'static str, Instant),
+    ) -> Result<(), ConnectionError> {
+        let mut reply = reply?;
         if !reply.frame.is_empty() {
             // Vectored: a fetch's record sets are chunks of their own.
             self.stream.write_all_buf(&mut reply.frame).await?;

@@ -34,6 +34,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod sync_group;
 
+use std::future::Future;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
@@ -196,6 +198,38 @@ pub async fn respond(
     dispatch(ctx, header, request).await
 }
 
+/// Decodes a Produce request and appends it now; the future answers it
+/// once its acknowledgements are in. The connection pipelines produce
+/// requests with this (see `server`), so appends stay in request order.
+pub fn begin_produce(
+    ctx: &BrokerContext,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<impl Future<Output = Result<Reply, CodecError>> + Send + 'static, CodecError> {
+    let version = header.request_api_version;
+    let request: ProduceRequest = if codec::is_supported(ApiKey::Produce, version) {
+        decode_body(ApiKey::Produce, version, body)?
+    } else {
+        return Err(CodecError::UnsupportedVersion {
+            api: ApiKey::Produce,
+            version,
+        });
+    };
+    let appended = produce::append(ctx, request, version);
+    let replicas = ctx.replicas.clone();
+    let correlation_id = header.correlation_id;
+    Ok(async move {
+        match appended.answer(&replicas).await {
+            Some(response) => encode_reply(correlation_id, ApiKey::Produce, version, &response),
+            // acks=0: Kafka answers nothing at all.
+            None => Ok(Reply {
+                frame: Frame::empty(),
+                error_code: 0,
+            }),
+        }
+    })
+}
+
 async fn dispatch(
     ctx: &BrokerContext,
     header: &RequestHeader,
@@ -339,8 +373,17 @@ fn reply<R: Encodable + TopLevelError>(
     version: i16,
     response: &R,
 ) -> Result<Reply, CodecError> {
+    encode_reply(header.correlation_id, api, version, response)
+}
+
+fn encode_reply<R: Encodable + TopLevelError>(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    response: &R,
+) -> Result<Reply, CodecError> {
     Ok(Reply {
-        frame: codec::encode_response(header.correlation_id, api, version, response)?.into(),
+        frame: codec::encode_response(correlation_id, api, version, response)?.into(),
         error_code: response.top_level_error(),
     })
 }
