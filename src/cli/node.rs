@@ -39,6 +39,7 @@ impl NodeArgs {
 
 pub fn run(args: NodeArgs) -> i32 {
     super::init_logging();
+    keep_large_buffers_mapped();
     let (config, warnings) = match Config::load(args.config.as_deref(), &args.overrides()) {
         Ok(c) => c,
         Err(e) => {
@@ -108,5 +109,23 @@ pub async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Serving a fetch allocates a buffer per partition read (up to
+/// `max.partition.fetch.bytes`, 1 MiB by default) and frees it once the
+/// response is written; a produce request's frame is as large. glibc maps
+/// such sizes fresh from the kernel on every allocation and unmaps them on
+/// free, so each byte served paid a page fault and a page clear: a third of
+/// a consuming broker's time in profiles. Serving buffers up to 16 MiB from
+/// the heap, and keeping freed heap memory up to 64 MiB instead of trimming
+/// it, makes them reusable. Only the long-running node does this.
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tunables; called before the
+    // runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
