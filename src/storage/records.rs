@@ -7,7 +7,7 @@
 //!
 //! Nothing is allocated per record: keys, values and headers are skipped.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
 use super::batch::{BatchError, BatchHeader, HEADER_BYTES};
 
@@ -27,18 +27,19 @@ pub fn validate_records(batch: &[u8], header: &BatchHeader) -> Result<(), BatchE
     let body = batch.get(HEADER_BYTES..).unwrap_or(&[]);
     let count = header.record_count;
     match header.attributes & 0x07 {
+        // In memory already: walked in place, nothing copied.
         NONE => walk(body, count),
-        GZIP => walk(flate2::read::GzDecoder::new(body), count),
+        GZIP => walk(buffered(flate2::read::GzDecoder::new(body)), count),
         SNAPPY => walk(&snappy(body)?[..], count),
         LZ4 => {
             let decoder =
                 lz4::Decoder::new(body).map_err(|e| BatchError::Truncated(format!("lz4: {e}")))?;
-            walk(decoder, count)
+            walk(buffered(decoder), count)
         }
         ZSTD => {
             let decoder = zstd::stream::read::Decoder::new(body)
                 .map_err(|e| BatchError::Truncated(format!("zstd: {e}")))?;
-            walk(decoder, count)
+            walk(buffered(decoder), count)
         }
         other => Err(BatchError::Invalid(format!(
             "unknown compression codec {other}"
@@ -91,10 +92,15 @@ fn too_large() -> BatchError {
     ))
 }
 
+/// A decompressing reader, buffered so the walk reads it in blocks.
+fn buffered(input: impl Read) -> impl BufRead {
+    BufReader::with_capacity(16 * 1024, input)
+}
+
 /// Walks `count` records from `input`, which must end right after them.
-fn walk(input: impl Read, count: i32) -> Result<(), BatchError> {
+fn walk(input: impl BufRead, count: i32) -> Result<(), BatchError> {
     let mut r = Records {
-        input: io::BufReader::with_capacity(16 * 1024, input.take(MAX_DECOMPRESSED_BYTES + 1)),
+        input: input.take(MAX_DECOMPRESSED_BYTES + 1),
         read: 0,
     };
     for i in 0..count {
@@ -149,7 +155,7 @@ struct Records<R> {
     read: u64,
 }
 
-impl<R: Read> Records<R> {
+impl<R: BufRead> Records<R> {
     fn byte(&mut self) -> Result<u8, BatchError> {
         let mut b = [0u8; 1];
         match self.input.read_exact(&mut b) {
@@ -169,12 +175,23 @@ impl<R: Read> Records<R> {
         }
     }
 
+    /// Skips `n` bytes where they lie in the reader's buffer, without
+    /// copying them anywhere.
     fn skip(&mut self, n: u64) -> Result<(), BatchError> {
-        let copied =
-            io::copy(&mut (&mut self.input).take(n), &mut io::sink()).map_err(|e| self.cut(e))?;
-        self.read += copied;
-        if copied < n {
-            return Err(self.cut(io::ErrorKind::UnexpectedEof.into()));
+        let mut left = n;
+        while left > 0 {
+            let available = match self.input.fill_buf() {
+                Ok(buf) => buf.len() as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.cut(e)),
+            };
+            if available == 0 {
+                return Err(self.cut(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let step = available.min(left);
+            self.input.consume(step as usize);
+            self.read += step;
+            left -= step;
         }
         Ok(())
     }
@@ -333,7 +350,7 @@ mod tests {
             "{} bytes compressed",
             compressed.len()
         );
-        let result = walk(flate2::read::GzDecoder::new(&compressed[..]), 1);
+        let result = walk(buffered(flate2::read::GzDecoder::new(&compressed[..])), 1);
         assert_eq!(result, Err(too_large()));
     }
 }
