@@ -315,7 +315,6 @@ impl Producer {
             buffered_bytes: 0,
             flush_waiters: Vec::new(),
             writer: RecordBatchWriter::new(),
-            encode_buffer: BytesMut::new(),
         };
         let task = tokio::spawn(sender.run(receiver));
         Ok(Producer { commands, task })
@@ -475,9 +474,6 @@ struct SenderTask {
     buffered_bytes: usize,
     flush_waiters: Vec<oneshot::Sender<()>>,
     writer: RecordBatchWriter,
-    /// Sealed batches are split off its front; its allocation is reused
-    /// once the batches sent from it are dropped.
-    encode_buffer: BytesMut,
 }
 
 impl SenderTask {
@@ -691,7 +687,6 @@ impl SenderTask {
             records,
             self.config.compression,
             &mut self.writer,
-            &mut self.encode_buffer,
         ) {
             Ok(batch) => batch,
             Err((records, e)) => {
@@ -1216,13 +1211,17 @@ pub fn encode_records(records: &[Record], compression: Compression) -> Result<By
 
 /// Encodes records into one RecordBatch v2 as the Java producer does
 /// (offsets from 0, no producer id, base sequence -1), straight from the
-/// caller's slices: no per-record `Record` values, and the records buffer
-/// is kept from batch to batch. The producer seals its batches with it and
-/// `fjord bench` builds whole batches with it.
+/// caller's slices: no per-record `Record` values. Records are written
+/// after room left for the batch header, which [`Self::finish`] fills in
+/// place, so an uncompressed batch is never copied after its records were
+/// written. The producer seals its batches with it and `fjord bench`
+/// builds whole batches with it.
 #[derive(Debug, Default)]
 pub struct RecordBatchWriter {
-    /// The records section, uncompressed.
-    records: BytesMut,
+    /// The header's room, then the records section, uncompressed.
+    buf: BytesMut,
+    /// Bytes reserved for each new batch.
+    capacity: usize,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -1230,7 +1229,30 @@ pub struct RecordBatchWriter {
 
 impl RecordBatchWriter {
     pub fn new() -> RecordBatchWriter {
-        RecordBatchWriter::default()
+        RecordBatchWriter::with_capacity(0)
+    }
+
+    /// A writer that reserves `capacity` bytes for each batch up front, so
+    /// a batch of about that size is written into one allocation.
+    pub fn with_capacity(capacity: usize) -> RecordBatchWriter {
+        let mut writer = RecordBatchWriter {
+            capacity,
+            ..RecordBatchWriter::default()
+        };
+        writer.start_batch();
+        writer
+    }
+
+    fn start_batch(&mut self) {
+        self.buf.clear();
+        self.buf.reserve(self.capacity.max(BATCH_HEADER_BYTES));
+        self.buf.put_bytes(0, BATCH_HEADER_BYTES);
+        self.count = 0;
+    }
+
+    /// Makes room for `additional` more bytes of records in one allocation.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
     }
 
     pub fn record_count(&self) -> usize {
@@ -1243,7 +1265,7 @@ impl RecordBatchWriter {
 
     /// The batch's size so far, before compression.
     pub fn size_in_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.buf.len()
     }
 
     /// Appends one record whose value is `value`'s parts one after the
@@ -1283,7 +1305,7 @@ impl RecordBatchWriter {
             + value_len.max(0) as usize
             + varint_len(headers.len() as i32)
             + headers_len;
-        let buf = &mut self.records;
+        let buf = &mut self.buf;
         buf.reserve(body_len + 5);
         put_varint(buf, body_len as i32);
         buf.put_u8(0); // attributes: unused for records
@@ -1312,51 +1334,54 @@ impl RecordBatchWriter {
         self.count += 1;
     }
 
-    /// Appends the batch (header, records compressed with `compression`)
-    /// to `out` and starts a new, empty batch.
-    pub fn finish(&mut self, compression: Compression, out: &mut BytesMut) -> Result<(), String> {
-        let start = out.len();
-        out.reserve(BATCH_HEADER_BYTES + self.records.len());
-        out.put_i64(0); // base offset: the leader assigns it
-        out.put_i32(0); // batch length, below
-        out.put_i32(-1); // partition leader epoch: the leader stamps it
-        out.put_i8(2); // magic
-        out.put_u32(0); // CRC, below
-        out.put_i16(compression as i16); // attributes: codec, CreateTime
-        out.put_i32(self.count - 1); // last offset delta
-        out.put_i64(self.base_timestamp);
-        out.put_i64(self.max_timestamp);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(self.count);
-        let records = &self.records;
-        let copy = |tmp: &mut BytesMut| {
-            tmp.put_slice(records);
-            Ok(())
-        };
-        let compressed = match compression {
-            Compression::None => {
-                out.put_slice(records);
+    /// The batch written so far, its records compressed with
+    /// `compression`; the writer starts a new, empty batch.
+    pub fn finish(&mut self, compression: Compression) -> Result<Bytes, String> {
+        let result = self.seal(compression);
+        self.start_batch();
+        result
+    }
+
+    fn seal(&mut self, compression: Compression) -> Result<Bytes, String> {
+        let mut batch = if compression == Compression::None {
+            self.buf.split()
+        } else {
+            let records = &self.buf[BATCH_HEADER_BYTES..];
+            let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len() / 2);
+            out.put_bytes(0, BATCH_HEADER_BYTES);
+            let copy = |tmp: &mut BytesMut| {
+                tmp.put_slice(records);
                 Ok(())
+            };
+            match compression {
+                Compression::Gzip => compression::Gzip::compress(&mut out, copy),
+                Compression::Snappy => compression::Snappy::compress(&mut out, copy),
+                Compression::Lz4 => compression::Lz4::compress(&mut out, copy),
+                Compression::Zstd => compression::Zstd::compress(&mut out, copy),
+                Compression::None => Ok(()),
             }
-            Compression::Gzip => compression::Gzip::compress(out, copy),
-            Compression::Snappy => compression::Snappy::compress(out, copy),
-            Compression::Lz4 => compression::Lz4::compress(out, copy),
-            Compression::Zstd => compression::Zstd::compress(out, copy),
+            .map_err(|e| format!("{compression:?}: {e}"))?;
+            out
         };
-        self.records.clear();
-        self.count = 0;
-        if let Err(e) = compressed {
-            out.truncate(start);
-            return Err(format!("{compression:?}: {e}"));
-        }
-        let length = (out.len() - start - 12) as i32;
-        out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
+        let length = (batch.len() - 12) as i32;
+        let mut header = &mut batch[..BATCH_HEADER_BYTES];
+        header.put_i64(0); // base offset: the leader assigns it
+        header.put_i32(length);
+        header.put_i32(-1); // partition leader epoch: the leader stamps it
+        header.put_i8(2); // magic
+        header.put_u32(0); // CRC, below
+        header.put_i16(compression as i16); // attributes: codec, CreateTime
+        header.put_i32(self.count - 1); // last offset delta
+        header.put_i64(self.base_timestamp);
+        header.put_i64(self.max_timestamp);
+        header.put_i64(-1); // producer id
+        header.put_i16(-1); // producer epoch
+        header.put_i32(-1); // base sequence
+        header.put_i32(self.count);
         // CRC-32C from the attributes to the end (KIP-98).
-        let crc = crc32c::crc32c(&out[start + 21..]);
-        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-        Ok(())
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        Ok(batch.freeze())
     }
 }
 
@@ -1407,16 +1432,15 @@ fn encode_batch(
     records: Vec<PendingRecord>,
     compression: Compression,
     writer: &mut RecordBatchWriter,
-    out: &mut BytesMut,
 ) -> Result<Batch, (Vec<PendingRecord>, String)> {
     let now = now_ms();
     let mut timestamps = Vec::with_capacity(records.len());
-    let mut buffered = 0;
+    let buffered = records.iter().map(|r| record_size(&r.record)).sum();
+    writer.reserve(buffered);
     for pending in &records {
         let r = &pending.record;
         let timestamp = r.timestamp.unwrap_or(now);
         timestamps.push(timestamp);
-        buffered += record_size(r);
         let value = r.value.as_ref().map(|v| [v.as_ref()]);
         writer.append(
             timestamp,
@@ -1425,9 +1449,10 @@ fn encode_batch(
             &r.headers,
         );
     }
-    if let Err(e) = writer.finish(compression, out) {
-        return Err((records, e));
-    }
+    let encoded = match writer.finish(compression) {
+        Ok(encoded) => encoded,
+        Err(e) => return Err((records, e)),
+    };
     let enqueued = records.first().map_or_else(Instant::now, |r| r.enqueued);
     Ok(Batch {
         topic: topic.to_string(),
@@ -1438,7 +1463,7 @@ fn encode_batch(
         },
         enqueued,
         buffered,
-        encoded: out.split().freeze(),
+        encoded,
         retry_at: None,
         first_unknown_partition_error: None,
         last_error: String::new(),
@@ -1720,10 +1745,9 @@ mod tests {
                 &r.headers,
             );
         }
-        let mut out = BytesMut::new();
-        writer.finish(compression, &mut out).unwrap();
+        let batch = writer.finish(compression).unwrap();
         assert!(writer.is_empty(), "finish starts a new batch");
-        out.freeze()
+        batch
     }
 
     #[test]
@@ -1742,8 +1766,7 @@ mod tests {
     #[test]
     fn the_batch_writer_round_trips_every_codec_and_reuses_itself() {
         let records = mixed_records();
-        let mut writer = RecordBatchWriter::new();
-        let mut out = BytesMut::new();
+        let mut writer = RecordBatchWriter::with_capacity(1024);
         for codec in [
             Compression::None,
             Compression::Gzip,
@@ -1764,8 +1787,7 @@ mod tests {
                 );
             }
             assert_eq!(writer.record_count(), records.len());
-            writer.finish(codec, &mut out).unwrap();
-            let batch = out.split().freeze();
+            let batch = writer.finish(codec).unwrap();
             let mut buf = batch.clone();
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
                 .unwrap_or_else(|e| panic!("{codec:?}: {e}"));

@@ -28,7 +28,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use kafka_protocol::records::Compression;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -165,9 +164,6 @@ struct OneProducer {
 /// The batch being filled and what its records' latencies run from.
 struct OpenBatch {
     writer: RecordBatchWriter,
-    /// Sealed batches are split off it; its memory comes back once the
-    /// batches sent from it are dropped.
-    buffer: BytesMut,
     /// Per record: its intended send time, or when it was handed over.
     origins: Vec<Instant>,
     opened: Option<Instant>,
@@ -193,8 +189,9 @@ impl OneProducer {
             .map_err(|e| format!("{}: {e}", config.bootstrap))?;
         let per_batch = (config.batch_size / (config.record_size + 8).max(1)).clamp(1, 1 << 16);
         let mut open = OpenBatch {
-            writer: RecordBatchWriter::new(),
-            buffer: BytesMut::with_capacity(config.batch_size * 2),
+            // A little over a batch: the record that crosses the size
+            // still fits, so each batch is one allocation.
+            writer: RecordBatchWriter::with_capacity(config.batch_size + config.record_size + 64),
             origins: Vec::with_capacity(per_batch),
             opened: None,
             partition: (self.index % self.partitions as u64) as i32,
@@ -268,10 +265,10 @@ impl OneProducer {
             return Ok(());
         }
         let record_count = open.writer.record_count();
-        open.writer
-            .finish(self.config.compression, &mut open.buffer)
+        let encoded = open
+            .writer
+            .finish(self.config.compression)
             .map_err(|e| format!("cannot encode a batch: {e}"))?;
-        let encoded = open.buffer.split().freeze();
         let origins = std::mem::replace(&mut open.origins, Vec::with_capacity(record_count));
         let bytes = (record_count * self.config.record_size) as u64;
         let stats = self.stats.clone();
