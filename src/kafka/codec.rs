@@ -163,29 +163,36 @@ pub fn encode_response<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Result<Bytes, CodecError> {
-    encode_response_frame(correlation_id, api, version, body, &[]).map(Frame::into_bytes)
+    let frame = encode_response_frame(correlation_id, api, version, body, &[], Vec::new())?;
+    // Nothing to read from files: no regions were given.
+    frame.into_bytes().map_err(|e| CodecError::Encode {
+        what: api_name(api),
+        reason: e.to_string(),
+    })
 }
 
 /// A whole response frame whose slices of `shared` (the record sets it
-/// carries) are referenced rather than copied; see [`super::frame`].
+/// carries) are referenced rather than copied, and whose placeholders
+/// stand for `regions`, in order; see [`super::frame`].
 pub fn encode_response_frame<R: Encodable>(
     correlation_id: i32,
     api: ApiKey,
     version: i16,
     body: &R,
     shared: &[Bytes],
+    regions: Vec<crate::storage::FileRegion>,
 ) -> Result<Frame, CodecError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
     let encoded = (|| {
         let size = frame_size(&header, header_version, body, version)?;
-        let mut buf = FrameBuf::new(shared, SIZE_PREFIX_BYTES + size);
+        let mut buf = FrameBuf::new(shared, regions, SIZE_PREFIX_BYTES + size);
         buf.put_i32(size as i32);
         header
             .encode(&mut buf, header_version)
             .and_then(|()| body.encode(&mut buf, version))
             .map_err(|e| e.to_string())?;
-        Ok(buf.finish())
+        buf.finish()
     })();
     encoded.map_err(|reason| CodecError::Encode {
         what: api_name(api),

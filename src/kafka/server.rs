@@ -28,7 +28,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 use metrics::{counter, gauge, histogram};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -260,8 +260,9 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let mut reply = reply?;
         if !reply.frame.is_empty() {
-            // Vectored: a fetch's record sets are chunks of their own.
-            self.stream.write_all_buf(&mut reply.frame).await?;
+            // A fetch's record sets are chunks of their own: sendfile from
+            // their segment files, or vectored writes.
+            reply.frame.write_to(&mut self.stream).await?;
         }
         histogram!("fjord_kafka_request_duration_seconds", "api" => api_label)
             .record(started.elapsed().as_secs_f64());
@@ -303,6 +304,7 @@ mod tests {
         ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader,
     };
     use kafka_protocol::protocol::{Decodable, Encodable};
+    use tokio::io::AsyncWriteExt;
     use tokio::task::JoinHandle;
 
     use super::*;

@@ -332,8 +332,9 @@ impl ReplicaManager {
         result
     }
 
-    /// Reads for a consumer: committed batches from `offset`, or the point
-    /// where its log diverged if it says which epoch it fetched last.
+    /// Reads for a consumer: where the committed batches from `offset` lie
+    /// (`info.region`), or the point where its log diverged if it says
+    /// which epoch it fetched last.
     #[allow(clippy::too_many_arguments)]
     pub fn read(
         &self,
@@ -353,7 +354,8 @@ impl ReplicaManager {
                 info: offsets_only(&p.log),
             });
         }
-        Ok(FetchOutcome::Records(p.log.read(
+        // Sent from the file by the connection (sendfile), never copied.
+        Ok(FetchOutcome::Records(p.log.read_region(
             offset,
             max_bytes,
             ReadLimit::HighWatermark,
@@ -826,6 +828,7 @@ impl ReplicaManager {
 fn offsets_only(log: &PartitionLog) -> ReadInfo {
     ReadInfo {
         records: bytes::Bytes::new(),
+        region: None,
         high_watermark: log.high_watermark(),
         log_start_offset: log.log_start_offset(),
         log_end_offset: log.log_end_offset(),

@@ -180,9 +180,32 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Default)]
 pub struct ReadInfo {
     pub records: Bytes,
+    /// Instead of `records`, where they lie in the segment file
+    /// ([`PartitionLog::read_region`] only).
+    pub region: Option<FileRegion>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// Whole batches as they lie in a segment file. The file stays readable
+/// while this lives, even if retention deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    pub file: Arc<File>,
+    /// The segment's base offset (for error messages).
+    pub segment: i64,
+    pub position: u64,
+    pub len: usize,
+    /// Offsets the batches span: their record count, outside compaction.
+    pub offset_count: i64,
+}
+
+impl FileRegion {
+    /// The bytes, read into a fresh buffer.
+    pub fn read(&self) -> io::Result<Bytes> {
+        read_exact_at(&self.file, self.len, self.position)
+    }
 }
 
 /// How far a read may go.
@@ -936,6 +959,25 @@ impl PartitionLog {
         limit: ReadLimit,
         min_one: bool,
     ) -> Result<ReadInfo, LogError> {
+        let mut info = self.read_region(offset, max_bytes, limit, min_one)?;
+        if let Some(region) = info.region.take() {
+            info.records = region
+                .read()
+                .map_err(io_error(&segment_path(&self.dir, region.segment)))?;
+        }
+        Ok(info)
+    }
+
+    /// [`read`](Self::read) without reading: `region` says where the
+    /// batches lie in their segment file (`None` when there are none), for
+    /// a caller that sends them from the file itself. `records` is empty.
+    pub fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+        min_one: bool,
+    ) -> Result<ReadInfo, LogError> {
         let (log_start_offset, log_end_offset, high_watermark) = {
             let st = self.lock();
             if st.deleted {
@@ -945,6 +987,7 @@ impl PartitionLog {
         };
         let mut info = ReadInfo {
             records: Bytes::new(),
+            region: None,
             high_watermark,
             log_start_offset,
             log_end_offset,
@@ -962,6 +1005,7 @@ impl PartitionLog {
         };
         let mut first: Option<BatchEntry> = None;
         let mut end_position = 0;
+        let mut last_offset = 0;
         self.index.batches_from(&self.pk, offset, |e| {
             if e.last_offset >= upper {
                 return false;
@@ -973,6 +1017,7 @@ impl PartitionLog {
                     }
                     first = Some(*e);
                     end_position = e.end_position();
+                    last_offset = e.last_offset;
                     true
                 }
                 Some(f) => {
@@ -981,6 +1026,7 @@ impl PartitionLog {
                         return false;
                     }
                     end_position = e.end_position();
+                    last_offset = e.last_offset;
                     true
                 }
             }
@@ -1002,9 +1048,13 @@ impl PartitionLog {
                 }
             }
         };
-        let len = (end_position - first.position) as usize;
-        info.records = read_exact_at(&file, len, first.position)
-            .map_err(io_error(&segment_path(&self.dir, first.segment)))?;
+        info.region = Some(FileRegion {
+            file,
+            segment: first.segment,
+            position: first.position,
+            len: (end_position - first.position) as usize,
+            offset_count: last_offset - first.base_offset + 1,
+        });
         Ok(info)
     }
 

@@ -12,6 +12,6 @@ pub mod meta_properties;
 pub mod producer_state;
 pub mod records;
 
-pub use log::{AppendInfo, LogError, PartitionLog, ReadInfo, ReadLimit};
+pub use log::{AppendInfo, FileRegion, LogError, PartitionLog, ReadInfo, ReadLimit};
 pub use log_config::{LogConfig, TimestampType};
 pub use manager::LogManager;

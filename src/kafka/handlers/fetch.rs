@@ -32,7 +32,7 @@ use crate::kafka::array_guard::{Field, Shape};
 use crate::kafka::BrokerContext;
 use crate::metadata::MetadataImage;
 use crate::replication::{FetchOutcome, PartitionError};
-use crate::storage::ReadInfo;
+use crate::storage::{FileRegion, ReadInfo};
 
 impl RequestShape for FetchRequest {
     /// Fields up to `forgotten_topics_data`, which changed shape often:
@@ -133,11 +133,18 @@ enum Reader {
 /// KIP-227's epoch for a request that wants no session.
 const FINAL_EPOCH: i32 = -1;
 
-pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) -> FetchResponse {
+/// The response, and the file regions its record-set placeholders stand
+/// for, in order (see `crate::kafka::frame`).
+pub async fn handle(
+    ctx: &BrokerContext,
+    request: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Vec<FileRegion>) {
     if let Some(code) = session_error(&request) {
-        return FetchResponse::default()
+        let response = FetchResponse::default()
             .with_error_code(code.code())
             .with_session_id(0);
+        return (response, Vec::new());
     }
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + max_wait;
@@ -163,14 +170,19 @@ pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) ->
     // the wait is not missed.
     let mut watches = subscribe(ctx, &image, &request.topics, version, reader);
     loop {
-        let (responses, bytes, errors) =
-            read_all(ctx, &image, &request.topics, version, max_bytes, reader);
+        let Read {
+            responses,
+            bytes,
+            errors,
+            regions,
+        } = read_all(ctx, &image, &request.topics, version, max_bytes, reader);
         let now = Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || watches.is_empty() {
             metrics::counter!("fjord_fetch_bytes_total").increment(bytes as u64);
-            return FetchResponse::default()
+            let response = FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
+            return (response, regions);
         }
         wait_for_any(&mut watches, deadline).await;
     }
@@ -254,8 +266,17 @@ async fn wait_for_any(watches: &mut Vec<watch::Receiver<i64>>, deadline: Instant
     }
 }
 
-/// One pass over every requested partition: the responses, the bytes they
-/// carry, and whether any partition failed (which answers at once).
+/// One pass over every requested partition.
+struct Read {
+    responses: Vec<FetchableTopicResponse>,
+    /// Bytes of records the responses carry.
+    bytes: usize,
+    /// Whether any partition failed (which answers at once).
+    errors: bool,
+    /// What the responses' placeholders stand for, in order.
+    regions: Vec<FileRegion>,
+}
+
 fn read_all(
     ctx: &BrokerContext,
     image: &MetadataImage,
@@ -263,9 +284,10 @@ fn read_all(
     version: i16,
     max_bytes: usize,
     reader: Reader,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> Read {
     let mut total = 0usize;
     let mut errors = false;
+    let mut regions = Vec::new();
     let mut responses = Vec::with_capacity(topics.len());
     for topic in topics {
         let found = topic_of(image, topic, version);
@@ -282,13 +304,12 @@ fn read_all(
                 }
                 Some(t) => {
                     let room = max_bytes.saturating_sub(total);
-                    let data = read_partition(ctx, t.topic_id, p, room, total == 0, reader);
+                    let (data, records_out) =
+                        read_partition(ctx, t.topic_id, p, room, total == 0, reader, &mut regions);
                     let bytes = data.records.as_ref().map_or(0, |r| r.len());
                     total += bytes;
-                    if let (Reader::Consumer { .. }, Some(records)) = (reader, &data.records) {
-                        if bytes > 0 {
-                            count_out(&t.name, records);
-                        }
+                    if matches!(reader, Reader::Consumer { .. }) && bytes > 0 {
+                        count_out(&t.name, bytes, records_out);
                     }
                     if data.error_code != 0 {
                         let leader = t.partitions.get(&p.partition);
@@ -317,18 +338,25 @@ fn read_all(
                 .with_partitions(partitions),
         );
     }
-    (responses, total, errors)
+    Read {
+        responses,
+        bytes: total,
+        errors,
+        regions,
+    }
 }
 
 /// Per-topic traffic to consumers (followers' fetches are replication,
 /// counted by the fetcher).
-fn count_out(topic: &str, records: &[u8]) {
+fn count_out(topic: &str, bytes: usize, records: u64) {
     let labels = [("topic", topic.to_string())];
-    metrics::counter!("fjord_topic_bytes_out_total", &labels).increment(records.len() as u64);
-    metrics::counter!("fjord_topic_records_out_total", &labels)
-        .increment(crate::storage::batch::count_records(records));
+    metrics::counter!("fjord_topic_bytes_out_total", &labels).increment(bytes as u64);
+    metrics::counter!("fjord_topic_records_out_total", &labels).increment(records);
 }
 
+/// The partition's data and the records it carries. A consumer's records
+/// stay in their file: a placeholder takes their place and their region
+/// joins `regions`.
 fn read_partition(
     ctx: &BrokerContext,
     topic_id: Uuid,
@@ -336,7 +364,8 @@ fn read_partition(
     room: usize,
     first: bool,
     reader: Reader,
-) -> PartitionData {
+    regions: &mut Vec<FileRegion>,
+) -> (PartitionData, u64) {
     let max = room.min(p.partition_max_bytes.max(0) as usize);
     let outcome = match reader {
         Reader::Consumer { .. } => ctx.replicas.read(
@@ -365,15 +394,45 @@ fn read_partition(
             read_committed: true
         }
     );
-    match outcome {
-        Ok(FetchOutcome::Records(info)) => {
-            partition_data(p.partition, &info, read_committed).with_records(Some(info.records))
+    let outcome = outcome.and_then(|outcome| match outcome {
+        FetchOutcome::Records(mut info) => {
+            let Some(region) = info.region.take() else {
+                let records = crate::storage::batch::count_records(&info.records);
+                return Ok((FetchOutcome::Records(info), records));
+            };
+            let records = region.offset_count.max(0) as u64;
+            match crate::kafka::frame::placeholder(region.len) {
+                Some(placeholder) => {
+                    info.records = placeholder;
+                    regions.push(region);
+                }
+                None => {
+                    info.records = region.read().map_err(|source| {
+                        PartitionError::Log(crate::storage::LogError::Io {
+                            path: format!("segment {}", region.segment).into(),
+                            source,
+                        })
+                    })?;
+                }
+            }
+            Ok((FetchOutcome::Records(info), records))
         }
-        Ok(FetchOutcome::Diverging {
-            epoch,
-            end_offset,
-            info,
-        }) => partition_data(p.partition, &info, read_committed)
+        diverging => Ok((diverging, 0)),
+    });
+    let data = match outcome {
+        Ok((FetchOutcome::Records(info), records)) => {
+            let data =
+                partition_data(p.partition, &info, read_committed).with_records(Some(info.records));
+            return (data, records);
+        }
+        Ok((
+            FetchOutcome::Diverging {
+                epoch,
+                end_offset,
+                info,
+            },
+            _,
+        )) => partition_data(p.partition, &info, read_committed)
             .with_diverging_epoch(
                 EpochEndOffset::default()
                     .with_epoch(epoch)
@@ -395,7 +454,8 @@ fn read_partition(
             }
             data
         }
-    }
+    };
+    (data, 0)
 }
 
 fn partition_data(partition: i32, info: &ReadInfo, read_committed: bool) -> PartitionData {

@@ -265,8 +265,9 @@ async fn dispatch(
             }),
         },
         ServedRequest::Fetch(req) => {
-            let response = fetch::handle(ctx, req, version).await;
-            // The record sets go to the socket by reference, not copied.
+            let (response, regions) = fetch::handle(ctx, req, version).await;
+            // The record sets go to the socket from their files or by
+            // reference, never copied into the response.
             let records = fetch::record_sets(&response);
             Ok(Reply {
                 frame: codec::encode_response_frame(
@@ -275,6 +276,7 @@ async fn dispatch(
                     version,
                     &response,
                     &records,
+                    regions,
                 )?,
                 error_code: response.top_level_error(),
             })
@@ -383,7 +385,14 @@ fn encode_reply<R: Encodable + TopLevelError>(
     response: &R,
 ) -> Result<Reply, CodecError> {
     Ok(Reply {
-        frame: codec::encode_response(correlation_id, api, version, response)?.into(),
+        frame: codec::encode_response_frame(
+            correlation_id,
+            api,
+            version,
+            response,
+            &[],
+            Vec::new(),
+        )?,
         error_code: response.top_level_error(),
     })
 }
