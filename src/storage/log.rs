@@ -240,6 +240,10 @@ struct LogState {
     max_timestamp_batch: i64,
     unflushed_messages: u64,
     oldest_unflushed: Option<Instant>,
+    /// Segments rolled but not yet synced: (the finished segment's base
+    /// offset and file, the base offset of the segment after it). Synced by
+    /// [`PartitionLog::sync_rolled`] off the append path.
+    rolled: Vec<(i64, Arc<File>, i64)>,
     deleted: bool,
     /// The leader-epoch cache: (epoch, first offset written in it), epochs rising.
     epochs: Vec<(i32, i64)>,
@@ -660,13 +664,14 @@ impl PartitionLog {
         if !(full || old) || active.base_offset == leo {
             return Ok(());
         }
-        // The finished segment goes to disk now, so that recovery never has
-        // to read it again.
-        active.file.sync_data().map_err(io_error(&active.path))?;
+        // The finished segment goes to disk soon, so that recovery never has
+        // to read it again; not here, under the partition's lock, where the
+        // fsync of up to a segment of dirty pages would stall every append.
+        let finished = (active.base_offset, active.file.clone(), leo);
         let max_timestamp = active.max_timestamp;
         let path = segment_path(&self.dir, leo);
         let file = open_segment_file(&path)?;
-        sync_dir(&self.dir)?;
+        st.rolled.push(finished);
         st.segments.insert(
             leo,
             Segment {
@@ -678,10 +683,6 @@ impl PartitionLog {
                 max_timestamp,
             },
         );
-        st.recovery_point = leo;
-        st.unflushed_messages = 0;
-        st.oldest_unflushed = None;
-        self.write_checkpoint(st)?;
         metrics::counter!("fjord_log_segments_rolled_total").increment(1);
         Ok(())
     }
@@ -1232,6 +1233,38 @@ impl PartitionLog {
         self.flush_locked(&mut st)
     }
 
+    /// Syncs the segments rolled since the last call, without holding the
+    /// partition's lock while the disk works, and moves the recovery point
+    /// past them. A segment truncated or deleted meanwhile is skipped: the
+    /// recovery point then waits for the next flush.
+    pub fn sync_rolled(&self) -> Result<(), LogError> {
+        let rolled = std::mem::take(&mut self.lock().rolled);
+        let Some(&(_, _, last_end)) = rolled.last() else {
+            return Ok(());
+        };
+        let start = Instant::now();
+        for (base, file, _) in &rolled {
+            file.sync_data()
+                .map_err(io_error(&segment_path(&self.dir, *base)))?;
+        }
+        sync_dir(&self.dir)?;
+        let mut st = self.lock();
+        // Intact means: every finished segment is still the same file, and
+        // the segment after the last one still starts where it did.
+        let intact = rolled.iter().all(|(base, file, _)| {
+            st.segments
+                .get(base)
+                .is_some_and(|s| Arc::ptr_eq(&s.file, file))
+        }) && st.segments.contains_key(&last_end);
+        if st.deleted || !intact || st.recovery_point >= last_end {
+            return Ok(());
+        }
+        st.recovery_point = last_end;
+        self.write_checkpoint(&st)?;
+        metrics::histogram!("fjord_log_flush_seconds").record(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// Flushes if data has waited longer than `flush.ms`.
     pub fn flush_if_due(&self) -> Result<(), LogError> {
         let Some(flush_ms) = self.config().flush_ms else {
@@ -1261,6 +1294,7 @@ impl PartitionLog {
         st.recovery_point = st.log_end_offset;
         st.unflushed_messages = 0;
         st.oldest_unflushed = None;
+        st.rolled.clear();
         self.write_checkpoint(st)?;
         metrics::histogram!("fjord_log_flush_seconds").record(start.elapsed().as_secs_f64());
         Ok(())
@@ -1345,6 +1379,7 @@ fn recover(
         max_timestamp_batch: -1,
         unflushed_messages: 0,
         oldest_unflushed: None,
+        rolled: Vec::new(),
         deleted: false,
         epochs: Vec::new(),
         producers: ProducerStates::default(),
@@ -1718,6 +1753,29 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn rolled_segments_are_synced_off_the_append_path_then_pass_the_recovery_point() {
+        let f = Fixture::new();
+        let log = f.open(small_segments());
+        append(&log, 10);
+        assert_eq!(log.segment_count(), 5);
+        let recovery_point = |log: &PartitionLog| log.lock().recovery_point;
+        assert_eq!(recovery_point(&log), 0, "appends do not sync");
+        log.sync_rolled().unwrap();
+        // The active segment starts at 24; everything before it is synced.
+        assert_eq!(recovery_point(&log), 24);
+        assert!(log.lock().rolled.is_empty());
+        // A truncation below a rolled segment leaves the recovery point to
+        // the next flush.
+        append(&log, 2);
+        assert!(!log.lock().rolled.is_empty());
+        log.truncate_to(20).unwrap();
+        let end = log.log_end_offset();
+        assert!(end < 24);
+        log.sync_rolled().unwrap();
+        assert_eq!(recovery_point(&log), end);
     }
 
     #[test]

@@ -199,6 +199,9 @@ impl LogManager {
             let who = |what: &str, e: LogError| {
                 tracing::warn!(topic = %log.topic, partition = log.partition, "{what}: {e}");
             };
+            if let Err(e) = log.sync_rolled() {
+                who("sync rolled segments", e);
+            }
             if let Err(e) = log.flush_if_due() {
                 who("flush", e);
             }
