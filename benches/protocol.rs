@@ -55,11 +55,9 @@ fn batch(records: usize) -> Bytes {
             &[],
         );
     }
-    let mut out = BytesMut::new();
     writer
-        .finish(Compression::None, &mut out)
-        .expect("an uncompressed batch");
-    out.freeze()
+        .finish(Compression::None)
+        .expect("an uncompressed batch")
 }
 
 /// `n` batches back to back, as a fetch returns them from a segment.
@@ -247,6 +245,20 @@ fn fetch(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("encode_response/v{version}/6x1MiB"), |b| {
             b.iter(|| codec::encode_response(7, ApiKey::Fetch, version, &response))
+        });
+        // What the broker does: the record sets are referenced, not copied.
+        let shared = vec![records.clone()];
+        group.bench_function(format!("encode_response_frame/v{version}/6x1MiB"), |b| {
+            b.iter(|| {
+                codec::encode_response_frame(
+                    7,
+                    ApiKey::Fetch,
+                    version,
+                    &response,
+                    &shared,
+                    Vec::new(),
+                )
+            })
         });
     }
     group.finish();

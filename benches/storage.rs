@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fjord::client::producer::RecordBatchWriter;
 use fjord::storage::batch::{self, BatchHeader};
@@ -109,11 +108,10 @@ fn batch(rng: &mut StdRng, records: usize, compression: Compression) -> Vec<u8> 
             &[],
         );
     }
-    let mut out = BytesMut::new();
     writer
-        .finish(compression, &mut out)
-        .expect("the client encoder compresses a batch");
-    out.to_vec()
+        .finish(compression)
+        .expect("the client encoder compresses a batch")
+        .to_vec()
 }
 
 fn codec_name(compression: Compression) -> &'static str {
