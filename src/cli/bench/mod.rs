@@ -160,7 +160,6 @@ struct E2eSummary {
 }
 
 pub fn run(command: BenchCommand) -> i32 {
-    keep_freed_memory();
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -179,24 +178,6 @@ pub fn run(command: BenchCommand) -> i32 {
             eprintln!("fjord: bench {name}: {}", failure.message);
             failure.code
         }
-    }
-}
-
-/// Batches and request frames of a few hundred KiB are allocated and freed
-/// thousands of times a second. By default glibc serves blocks that size
-/// with mmap, or trims them off the heap once freed, so each new one is
-/// faulted in and zeroed by the kernel again: about a fifth of the
-/// producer's CPU in a profile, on cores it shares with the broker. Here
-/// freed memory stays in the heap for the next batch, as the Java
-/// producer's buffer pool keeps its batch buffers. This changes only this
-/// process, a bench, and only how much memory it keeps.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any
-    // other thread of this process exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 
