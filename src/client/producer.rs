@@ -312,6 +312,7 @@ impl Producer {
             results_tx,
             results,
             requests_in_flight: 0,
+            drain_from: 0,
             buffered_bytes: 0,
             flush_waiters: Vec::new(),
             writer: RecordBatchWriter::new(),
@@ -474,6 +475,10 @@ struct SenderTask {
     buffered_bytes: usize,
     flush_waiters: Vec<oneshot::Sender<()>>,
     writer: RecordBatchWriter,
+    /// Where the next request starts taking ready partitions, moved on by
+    /// every request, so that when more are ready than one request holds
+    /// none waits behind the others for ever (Kafka's drain index).
+    drain_from: usize,
 }
 
 impl SenderTask {
@@ -799,7 +804,7 @@ impl SenderTask {
         }
     }
 
-    fn send_to(&mut self, leader: i32, partitions: Vec<(String, i32)>) {
+    fn send_to(&mut self, leader: i32, mut partitions: Vec<(String, i32)>) {
         let connection = match self.connections.get(&leader) {
             Some(c) if !c.is_closed() => c.clone(),
             _ => {
@@ -823,6 +828,11 @@ impl SenderTask {
         // lone batch larger than that still goes, and the broker judges it.
         let mut batches = Vec::new();
         let mut bytes = 0;
+        partitions.sort_unstable();
+        if !partitions.is_empty() {
+            let from = self.drain_from % partitions.len();
+            partitions.rotate_left(from);
+        }
         for key in partitions {
             let Some(queue) = self.partitions.get_mut(&key) else {
                 continue;
@@ -841,6 +851,7 @@ impl SenderTask {
         if batches.is_empty() {
             return;
         }
+        self.drain_from = self.drain_from.wrapping_add(batches.len());
         let job = Job {
             request: produce_request(&self.config, &batches, |t| {
                 self.topics
