@@ -1446,17 +1446,33 @@ fn recover(
             }
             tracing::warn!(segment = %path.display(), "index entries missing; rebuilding from the segment");
         }
+        // In the segment holding the recovery point, the batches up to it
+        // were synced and indexed: the scan resumes after the last of them
+        // (after a clean shutdown that is the end of the file, and nothing
+        // is read). Without that entry the whole segment is scanned.
+        let resume = if scanning {
+            None
+        } else {
+            index
+                .batch_before(pk, checkpoint.recovery_point)?
+                .filter(|e| {
+                    e.segment == base
+                        && e.last_offset + 1 == checkpoint.recovery_point
+                        && e.end_position() <= size
+                })
+        };
         scanning = true;
         // Entries from here on are rewritten from the file.
-        let running_before = index
-            .batch_before(pk, base)?
-            .map_or(i64::MIN, |e| e.running_max_timestamp);
-        let mut write = IndexWrite::default();
-        write.delete_offsets(pk, base, i64::MAX);
-        write.delete_times_from(pk, running_before.saturating_add(1));
-        index.write(write)?;
+        let running_before = match resume {
+            Some(e) => e.running_max_timestamp,
+            None => index
+                .batch_before(pk, base)?
+                .map_or(i64::MIN, |e| e.running_max_timestamp),
+        };
+        let rewrite_from = resume.map_or(base, |e| e.last_offset + 1);
+        clear_index_from(index, pk, rewrite_from, running_before)?;
         state.running_max_timestamp = running_before;
-        let scan = scan_segment(&path, &file, base, pk, index, running_before)?;
+        let scan = scan_segment(&path, &file, base, pk, index, running_before, resume)?;
         if scan.valid_bytes < size {
             tracing::warn!(
                 segment = %path.display(),
@@ -1497,10 +1513,7 @@ fn recover(
         }
     }
     // Only index entries and times of batches that exist remain.
-    let mut write = IndexWrite::default();
-    write.delete_offsets(pk, next_offset, i64::MAX);
-    write.delete_times_from(pk, state.running_max_timestamp.saturating_add(1));
-    index.write(write)?;
+    clear_index_from(index, pk, next_offset, state.running_max_timestamp)?;
     if state.max_timestamp_batch < 0 && state.running_max_timestamp > i64::MIN {
         state.max_timestamp_batch = index
             .time_at_or_after(pk, state.running_max_timestamp)?
@@ -1523,6 +1536,30 @@ fn recover(
     Ok(state)
 }
 
+/// Deletes the index entries of batches from offset `from` on and the time
+/// entries above `running_max_timestamp`, where there are any: a range
+/// deletion each partition writes on every start-up would otherwise pile up
+/// as tombstones that every later index seek has to step over.
+fn clear_index_from(
+    index: &Index,
+    pk: &PartitionKey,
+    from: i64,
+    running_max_timestamp: i64,
+) -> Result<(), LogError> {
+    let above = running_max_timestamp.saturating_add(1);
+    let mut write = IndexWrite::default();
+    if index.batch_at_or_after(pk, from)?.is_some() {
+        write.delete_offsets(pk, from, i64::MAX);
+    }
+    if index.time_at_or_after(pk, above)?.is_some() {
+        write.delete_times_from(pk, above);
+    }
+    if !write.is_empty() {
+        index.write(write)?;
+    }
+    Ok(())
+}
+
 struct Scan {
     valid_bytes: u64,
     next_offset: i64,
@@ -1534,6 +1571,8 @@ struct Scan {
 
 /// Reads a segment batch by batch, checking each CRC and that offsets
 /// follow on, and indexes what is valid. Stops at the first bad batch.
+/// With `resume`, the segment is trusted up to the end of that batch and
+/// read from there.
 fn scan_segment(
     path: &Path,
     file: &File,
@@ -1541,6 +1580,7 @@ fn scan_segment(
     pk: &PartitionKey,
     index: &Index,
     running_before: i64,
+    resume: Option<BatchEntry>,
 ) -> Result<Scan, LogError> {
     let mut reader = BufReader::with_capacity(1 << 20, file.try_clone().map_err(io_error(path))?);
     let mut scan = Scan {
@@ -1551,6 +1591,18 @@ fn scan_segment(
         first_timestamp: None,
         stop_reason: String::new(),
     };
+    if let Some(last) = resume {
+        use std::io::Seek;
+        reader
+            .seek(io::SeekFrom::Start(last.end_position()))
+            .map_err(io_error(path))?;
+        scan.valid_bytes = last.end_position();
+        scan.next_offset = last.last_offset + 1;
+        scan.first_timestamp = index
+            .batch_at_or_after(pk, base)?
+            .filter(|e| e.segment == base)
+            .map(|e| e.max_timestamp);
+    }
     let mut write = IndexWrite::default();
     let mut pending = 0;
     let mut buf = Vec::new();
@@ -1840,6 +1892,32 @@ mod tests {
             .append_as_leader(batch(1, 1, Compression::None), 5)
             .unwrap();
         assert_eq!(info.base_offset, 12);
+    }
+
+    #[test]
+    fn a_restart_reads_only_what_follows_the_recovery_point() {
+        let f = Fixture::new();
+        let path;
+        {
+            let log = f.open(LogConfig::default());
+            append(&log, 4);
+            log.flush().unwrap();
+            append(&log, 2);
+            path = log.dir().join("00000000000000000000.log");
+        }
+        // A byte of the first batch flips, below the recovery point (12),
+        // and the last batch, after it, is torn.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        bytes.truncate(bytes.len() - 50);
+        fs::write(&path, &bytes).unwrap();
+        let log = f.open(LogConfig::default());
+        // The synced part is trusted, not read again (a full scan would cut
+        // the log at offset 0); after it every batch is checked and the
+        // torn one cut.
+        assert_eq!(log.log_end_offset(), 15);
+        log.set_high_watermark(15);
+        assert_eq!(offsets_read(&log, 3), (3..15).collect::<Vec<_>>());
     }
 
     #[test]
