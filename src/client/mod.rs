@@ -240,13 +240,25 @@ impl KafkaClient {
         request: &R,
         version: i16,
     ) -> Result<i32, ClientError> {
+        self.send_only_sharing(request, version, &[]).await
+    }
+
+    /// [`Self::send_only`] for a request carrying `shared` (a produce
+    /// request's batches): they go to the socket by reference, with one
+    /// vectored write, instead of being copied into the frame.
+    pub async fn send_only_sharing<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        shared: &[Bytes],
+    ) -> Result<i32, ClientError> {
         let api = api_key::<R>()?;
         self.check_usable()?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = correlation_id.wrapping_add(1);
-        let frame =
-            codec::encode_request(&request_header(api, version, correlation_id), api, request)?;
-        match tokio::time::timeout(self.timeout, self.stream.write_all(&frame)).await {
+        let header = request_header(api, version, correlation_id);
+        let mut frame = codec::encode_request_frame(&header, api, request, shared)?;
+        match tokio::time::timeout(self.timeout, frame.write_to(&mut self.stream)).await {
             Ok(Ok(())) => Ok(correlation_id),
             Ok(Err(e)) => {
                 self.broken = true;

@@ -1593,7 +1593,8 @@ async fn connection_task(
             job = jobs.recv(), if in_flight.len() < config.max_in_flight => {
                 let Some(mut job) = job else { break };
                 job.version = version;
-                match client.send_only(&job.request, version).await {
+                let batches: Vec<Bytes> = job.batches.iter().map(|b| b.encoded.clone()).collect();
+                match client.send_only_sharing(&job.request, version, &batches).await {
                     Ok(correlation_id) if answered => {
                         in_flight.push_back((correlation_id, Instant::now(), job))
                     }

@@ -200,6 +200,32 @@ pub fn encode_response_frame<R: Encodable>(
     })
 }
 
+/// A whole request frame (client side) whose slices of `shared` (a
+/// produce request's batches) are referenced rather than copied.
+pub fn encode_request_frame<R: Encodable>(
+    header: &RequestHeader,
+    api: ApiKey,
+    body: &R,
+    shared: &[Bytes],
+) -> Result<Frame, CodecError> {
+    let version = header.request_api_version;
+    let header_version = api.request_header_version(version);
+    let encoded = (|| {
+        let size = frame_size(header, header_version, body, version)?;
+        let mut buf = FrameBuf::new(shared, Vec::new(), SIZE_PREFIX_BYTES + size);
+        buf.put_i32(size as i32);
+        header
+            .encode(&mut buf, header_version)
+            .and_then(|()| body.encode(&mut buf, version))
+            .map_err(|e| e.to_string())?;
+        buf.finish()
+    })();
+    encoded.map_err(|reason| CodecError::Encode {
+        what: api_name(api),
+        reason,
+    })
+}
+
 /// A whole request frame (client side).
 pub fn encode_request<R: Encodable>(
     header: &RequestHeader,
