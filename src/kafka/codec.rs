@@ -163,12 +163,9 @@ pub fn encode_response<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Result<Bytes, CodecError> {
-    let frame = encode_response_frame(correlation_id, api, version, body, &[], Vec::new())?;
-    // Nothing to read from files: no regions were given.
-    frame.into_bytes().map_err(|e| CodecError::Encode {
-        what: api_name(api),
-        reason: e.to_string(),
-    })
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    encode_bytes(&header, api.response_header_version(version), body, version)
+        .map_err(encode_error(api))
 }
 
 /// A whole response frame whose slices of `shared` (the record sets it
@@ -184,20 +181,7 @@ pub fn encode_response_frame<R: Encodable>(
 ) -> Result<Frame, CodecError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
-    let encoded = (|| {
-        let size = frame_size(&header, header_version, body, version)?;
-        let mut buf = FrameBuf::new(shared, regions, SIZE_PREFIX_BYTES + size);
-        buf.put_i32(size as i32);
-        header
-            .encode(&mut buf, header_version)
-            .and_then(|()| body.encode(&mut buf, version))
-            .map_err(|e| e.to_string())?;
-        buf.finish()
-    })();
-    encoded.map_err(|reason| CodecError::Encode {
-        what: api_name(api),
-        reason,
-    })
+    encode_frame(&header, header_version, body, version, shared, regions).map_err(encode_error(api))
 }
 
 /// A whole request frame (client side) whose slices of `shared` (a
@@ -210,20 +194,8 @@ pub fn encode_request_frame<R: Encodable>(
 ) -> Result<Frame, CodecError> {
     let version = header.request_api_version;
     let header_version = api.request_header_version(version);
-    let encoded = (|| {
-        let size = frame_size(header, header_version, body, version)?;
-        let mut buf = FrameBuf::new(shared, Vec::new(), SIZE_PREFIX_BYTES + size);
-        buf.put_i32(size as i32);
-        header
-            .encode(&mut buf, header_version)
-            .and_then(|()| body.encode(&mut buf, version))
-            .map_err(|e| e.to_string())?;
-        buf.finish()
-    })();
-    encoded.map_err(|reason| CodecError::Encode {
-        what: api_name(api),
-        reason,
-    })
+    encode_frame(header, header_version, body, version, shared, Vec::new())
+        .map_err(encode_error(api))
 }
 
 /// A whole request frame (client side).
@@ -233,15 +205,19 @@ pub fn encode_request<R: Encodable>(
     body: &R,
 ) -> Result<Bytes, CodecError> {
     let version = header.request_api_version;
-    encode_frame(header, api.request_header_version(version), body, version).map_err(|reason| {
-        CodecError::Encode {
-            what: api_name(api),
-            reason,
-        }
-    })
+    encode_bytes(header, api.request_header_version(version), body, version)
+        .map_err(encode_error(api))
 }
 
-fn encode_frame<H: Encodable, B: Encodable>(
+fn encode_error(api: ApiKey) -> impl FnOnce(String) -> CodecError {
+    move |reason| CodecError::Encode {
+        what: api_name(api),
+        reason,
+    }
+}
+
+/// A frame in one buffer.
+fn encode_bytes<H: Encodable, B: Encodable>(
     header: &H,
     header_version: i16,
     body: &B,
@@ -255,6 +231,25 @@ fn encode_frame<H: Encodable, B: Encodable>(
         .and_then(|()| body.encode(&mut buf, version))
         .map_err(|e| e.to_string())?;
     Ok(buf.freeze())
+}
+
+/// A frame in chunks, `shared` referenced and `regions` sent from files.
+fn encode_frame<H: Encodable, B: Encodable>(
+    header: &H,
+    header_version: i16,
+    body: &B,
+    version: i16,
+    shared: &[Bytes],
+    regions: Vec<crate::storage::FileRegion>,
+) -> Result<Frame, String> {
+    let size = frame_size(header, header_version, body, version)?;
+    let mut buf = FrameBuf::new(shared, regions, SIZE_PREFIX_BYTES + size);
+    buf.put_i32(size as i32);
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|()| body.encode(&mut buf, version))
+        .map_err(|e| e.to_string())?;
+    buf.finish()
 }
 
 /// Bytes after the size prefix; an error when they do not fit in it.

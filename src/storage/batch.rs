@@ -142,27 +142,6 @@ impl BatchHeader {
     }
 }
 
-/// Records in the whole batches at the start of `buf`, read from their
-/// headers alone (for metrics: nothing is decoded or checked). A cut-short
-/// last batch is not counted.
-pub fn count_records(buf: &[u8]) -> u64 {
-    let mut count = 0u64;
-    let mut at = 0usize;
-    while let Some(header) = buf.get(at..at.saturating_add(HEADER_BYTES)) {
-        let length = i32_at(header, 8);
-        let Ok(size) = usize::try_from(length) else {
-            break;
-        };
-        let end = at.saturating_add(LOG_OVERHEAD).saturating_add(size);
-        if size < HEADER_BYTES - LOG_OVERHEAD || end > buf.len() {
-            break;
-        }
-        count += u64::try_from(i32_at(header, 57)).unwrap_or(0);
-        at = end;
-    }
-    count
-}
-
 /// The CRC Kafka computes over a batch: crc32c of everything from the attributes on.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(batch.get(CRC_START..).unwrap_or(&[]))
@@ -307,17 +286,6 @@ pub(crate) mod tests {
         )
         .unwrap();
         buf.to_vec()
-    }
-
-    #[test]
-    fn records_are_counted_from_whole_batch_headers() {
-        let mut set = batch(3, 1_000, Compression::None);
-        set.extend(batch(5, 1_000, Compression::Lz4));
-        assert_eq!(count_records(&set), 8);
-        // A cut-short last batch, and garbage, end the walk.
-        assert_eq!(count_records(&set[..set.len() - 1]), 3);
-        assert_eq!(count_records(&set[..HEADER_BYTES - 1]), 0);
-        assert_eq!(count_records(&[0xff; 100]), 0);
     }
 
     #[test]

@@ -396,9 +396,10 @@ fn read_partition(
     );
     let outcome = outcome.and_then(|outcome| match outcome {
         FetchOutcome::Records(mut info) => {
+            // In memory: a follower's read (not counted as traffic out), or
+            // nothing to read. A consumer's read is a region.
             let Some(region) = info.region.take() else {
-                let records = crate::storage::batch::count_records(&info.records);
-                return Ok((FetchOutcome::Records(info), records));
+                return Ok((FetchOutcome::Records(info), 0));
             };
             let records = region.offset_count.max(0) as u64;
             match crate::kafka::frame::placeholder(region.len) {

@@ -207,9 +207,8 @@ pub fn begin_produce(
     body: Bytes,
 ) -> Result<impl Future<Output = Result<Reply, CodecError>> + Send + 'static, CodecError> {
     let version = header.request_api_version;
-    let request: ProduceRequest = if codec::is_supported(ApiKey::Produce, version) {
-        decode_body(ApiKey::Produce, version, body)?
-    } else {
+    let ServedRequest::Produce(request) = ServedRequest::decode(ApiKey::Produce, version, body)?
+    else {
         return Err(CodecError::UnsupportedVersion {
             api: ApiKey::Produce,
             version,
