@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{wait_for, TestCluster};
-use fjord::client::admin::NewTopicSpec;
 use fjord::client::consumer::{Consumer, ConsumerConfig, StartOffset};
 use fjord::client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use fjord::client::KafkaClient;
@@ -78,21 +77,9 @@ async fn records_survive_restarts_and_deleted_topics_leave_no_files() {
     cluster.wait_for_active_brokers(3).await;
     let bootstrap = cluster.bootstrap(&[0, 1, 2]);
 
-    let mut admin = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    admin
-        .create_topic(
-            &NewTopicSpec {
-                name: TOPIC.into(),
-                num_partitions: PARTITIONS,
-                replication_factor: 1,
-                configs: vec![("segment.bytes".into(), "20000".into())],
-            },
-            false,
-        )
-        .await
-        .expect("create topic");
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1, &[("segment.bytes", "20000")])
+        .await;
 
     // Leaders are spread over the three brokers, and each broker holds the
     // directories of exactly the partitions it leads.
@@ -196,24 +183,14 @@ async fn retention_by_size_moves_the_log_start_without_being_asked() {
     let mut cluster = TestCluster::start(1, "log.retention.check.interval.ms=100").await;
     cluster.wait_for_active_brokers(1).await;
     let bootstrap = cluster.bootstrap(&[0]);
-    let mut admin = KafkaClient::connect(&bootstrap, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    admin
+    cluster
         .create_topic(
-            &NewTopicSpec {
-                name: TOPIC.into(),
-                num_partitions: 1,
-                replication_factor: 1,
-                configs: vec![
-                    ("segment.bytes".into(), "2048".into()),
-                    ("retention.bytes".into(), "8192".into()),
-                ],
-            },
-            false,
+            TOPIC,
+            1,
+            1,
+            &[("segment.bytes", "2048"), ("retention.bytes", "8192")],
         )
-        .await
-        .expect("create topic");
+        .await;
     let producer = Producer::connect(
         &bootstrap,
         ProducerConfig {

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{wait_for, TestCluster};
-use fjord::client::admin::NewTopicSpec;
 use fjord::client::producer::encode_records;
-use fjord::client::KafkaClient;
 use fjord::kafka::codec;
 use fjord::storage::ReadLimit;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -95,22 +93,9 @@ async fn read_frame(stream: &mut TcpStream, buffer: &mut BytesMut) -> Bytes {
 async fn pipelined_acks_all_produce_is_answered_and_stored_in_request_order() {
     let mut cluster = TestCluster::start(3, "").await;
     cluster.wait_for_active_brokers(3).await;
-    let all = cluster.bootstrap(&[0, 1, 2]);
-    let mut admin = KafkaClient::connect(&all, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    admin
-        .create_topic(
-            &NewTopicSpec {
-                name: TOPIC.into(),
-                num_partitions: 1,
-                replication_factor: 3,
-                configs: vec![("min.insync.replicas".into(), "2".into())],
-            },
-            false,
-        )
-        .await
-        .expect("create");
+    cluster
+        .create_topic(TOPIC, 1, 3, &[("min.insync.replicas", "2")])
+        .await;
     let leader = wait_for(
         "a leader with a full ISR",
         Duration::from_secs(30),

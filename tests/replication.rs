@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{wait_for, TestCluster};
-use fjord::client::admin::NewTopicSpec;
 use fjord::client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use fjord::client::KafkaClient;
 use fjord::storage::ReadLimit;
 
 const TOPIC: &str = "replicated";
@@ -86,21 +84,9 @@ async fn acks_all_survives_a_lost_broker_and_refuses_with_two() {
     .await;
     cluster.wait_for_active_brokers(3).await;
     let all = cluster.bootstrap(&[0, 1, 2]);
-    let mut admin = KafkaClient::connect(&all, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    admin
-        .create_topic(
-            &NewTopicSpec {
-                name: TOPIC.into(),
-                num_partitions: 1,
-                replication_factor: 3,
-                configs: vec![("min.insync.replicas".into(), "2".into())],
-            },
-            false,
-        )
-        .await
-        .expect("create");
+    cluster
+        .create_topic(TOPIC, 1, 3, &[("min.insync.replicas", "2")])
+        .await;
     wait_for_isr(&cluster, 0, 3).await;
 
     let first = produce(&all, 0, 200, PATIENT)

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fjord::client::admin::NewTopicSpec;
+use fjord::client::KafkaClient;
 use fjord::config::Config;
 use fjord::metadata::MetadataImage;
 use fjord::node::{start_with_listeners, RunningNode};
@@ -178,6 +180,33 @@ impl TestCluster {
             .map(|i| format!("127.0.0.1:{}", self.nodes[*i].kafka_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Creates a topic through the running nodes' Kafka listeners.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) {
+        let running: Vec<usize> = self.running().map(|(i, _)| i).collect();
+        let mut admin = KafkaClient::connect(&self.bootstrap(&running), Duration::from_secs(10))
+            .await
+            .expect("connect to create a topic");
+        let spec = NewTopicSpec {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        admin
+            .create_topic(&spec, false)
+            .await
+            .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
     }
 
     /// Waits for a quorum leader and `n` active brokers: topics can be
