@@ -70,8 +70,9 @@ pub struct FrameBuf<'a> {
     shared: &'a [Bytes],
     /// What the placeholders stand for, in the order the encoder meets them.
     regions: VecDeque<FileRegion>,
-    /// A placeholder met with no region of its length left for it.
-    unmatched: Option<usize>,
+    /// Why the frame cannot be sent: a placeholder with no region of its
+    /// length left for it, or a region that could not be read.
+    error: Option<String>,
     done: Vec<Chunk>,
     done_len: usize,
     tail: BytesMut,
@@ -82,7 +83,7 @@ impl<'a> FrameBuf<'a> {
         FrameBuf {
             shared,
             regions: regions.into(),
-            unmatched: None,
+            error: None,
             done: Vec::new(),
             done_len: 0,
             tail: BytesMut::with_capacity(capacity.min(FIELDS_CHUNK_BYTES * 64)),
@@ -92,8 +93,8 @@ impl<'a> FrameBuf<'a> {
     /// The frame, in order; an error if the placeholders and the regions
     /// did not pair up one to one.
     pub fn finish(mut self) -> Result<Frame, String> {
-        if let Some(len) = self.unmatched {
-            return Err(format!("a {len}-byte record set has no file region"));
+        if let Some(error) = self.error {
+            return Err(error);
         }
         if !self.regions.is_empty() {
             return Err(format!(
@@ -138,9 +139,18 @@ impl<'a> FrameBuf<'a> {
         for chunk in self.done.drain(..) {
             match chunk {
                 Chunk::Bytes(b) => all.extend_from_slice(&b),
-                // Never happens: only record-batch encoders seek backwards,
-                // and they write no placeholders.
-                Chunk::File(region) => all.extend_from_slice(&region.read().unwrap_or_default()),
+                // Only record-batch encoders seek backwards, and they write
+                // no placeholders; should one, the region is read.
+                Chunk::File(region) => match region.read() {
+                    Ok(bytes) => all.extend_from_slice(&bytes),
+                    Err(e) => {
+                        all.put_bytes(0, region.len);
+                        self.error.get_or_insert(format!(
+                            "segment {} could not be read: {e}",
+                            region.segment
+                        ));
+                    }
+                },
             }
         }
         all.extend_from_slice(&self.tail);
@@ -174,7 +184,9 @@ unsafe impl BufMut for FrameBuf<'_> {
             match self.regions.pop_front() {
                 Some(region) if region.len == src.len() => self.push(Chunk::File(region)),
                 _ => {
-                    self.unmatched = Some(src.len());
+                    let len = src.len();
+                    self.error
+                        .get_or_insert(format!("a {len}-byte record set has no file region"));
                     self.tail.extend_from_slice(src);
                 }
             }
