@@ -134,8 +134,14 @@ async fn acks_all_survives_a_lost_broker_and_refuses_with_two() {
     )
     .await;
     let error = refused.expect_err("acks=all must not be acknowledged by one replica");
+    // One of three voters is no controller quorum either: about
+    // broker.session.timeout.ms after its last answered heartbeat the
+    // survivor's session lapses and it stops leading, so which refusal the
+    // producer sees last depends on when its final retry lands.
     assert!(
-        error.contains("NotEnoughReplicas") || error.contains("not delivered"),
+        error.contains("NotEnoughReplicas")
+            || error.contains("session has lapsed")
+            || error.contains("not delivered"),
         "{error}"
     );
 

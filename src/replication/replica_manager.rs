@@ -21,6 +21,12 @@ pub enum PartitionError {
     UnknownTopicOrPartition,
     #[error("this broker is not the leader (leader is {leader})")]
     NotLeader { leader: i32 },
+    /// This broker's controller session lapsed (no heartbeat answered
+    /// within `broker.session.timeout.ms`, e.g. the controller quorum is
+    /// lost): the controller may have fenced it and moved its leaderships,
+    /// so it serves none until a heartbeat is answered again.
+    #[error("this broker's controller session has lapsed: it leads nothing until a controller answers its heartbeat")]
+    SessionLapsed,
     /// The client knows a newer leader epoch than this broker (KIP-320).
     #[error("leader epoch {requested} is newer than this broker's {current}")]
     UnknownLeaderEpoch { requested: i32, current: i32 },
@@ -612,9 +618,7 @@ impl ReplicaManager {
         let p = self.hosted(topic_id, partition)?;
         let state = p.check_leader(self.node_id, leader_epoch)?;
         if !self.liveness.is_active() {
-            return Err(PartitionError::NotLeader {
-                leader: state.leader,
-            });
+            return Err(PartitionError::SessionLapsed);
         }
         Ok((p, state))
     }

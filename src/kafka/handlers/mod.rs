@@ -467,7 +467,9 @@ pub fn partition_error_code(error: &PartitionError) -> ResponseError {
         PartitionError::UnknownTopicOrPartition | PartitionError::Log(LogError::Deleted) => {
             ResponseError::UnknownTopicOrPartition
         }
-        PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotLeader { .. } | PartitionError::SessionLapsed => {
+            ResponseError::NotLeaderOrFollower
+        }
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         PartitionError::InvalidRequest(_) => ResponseError::InvalidRequest,
