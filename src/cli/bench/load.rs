@@ -23,7 +23,8 @@
 //! Partitions are taken in turn, a whole batch each (the sticky
 //! partitioner of KIP-480, made even). A batch is sealed when it reaches
 //! `--batch-size`, or, in fixed-rate mode, when it has waited `--linger-ms`
-//! for the next record (0: sent as soon as the loop has nothing due).
+//! for the next record: with 0, as soon as nothing is due for a timer tick
+//! (1 ms), or once it has been open a tick while records keep coming.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -103,6 +104,9 @@ impl Clock {
         self.start.checked_add(Duration::from_nanos(since))
     }
 }
+
+/// tokio's timer wheel wakes sleepers at this granularity.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// The stamped send time of a value written by this bench, if it has one.
 pub fn stamp_of(value: &[u8]) -> Option<u64> {
@@ -248,10 +252,22 @@ impl OneProducer {
             if intended <= now {
                 return Ok(());
             }
-            match open.opened.map(|at| at + self.config.linger) {
-                Some(due) if due <= now => self.seal(producer, open).await?,
-                Some(due) if due < intended => {
-                    tokio::time::sleep_until(due.into()).await;
+            // A batch whose linger has run out is sealed when the loop is
+            // about to sleep, or once it has been open a timer tick. When
+            // the next record is due sooner than a tick, sealing right away
+            // would send batches of one or two records (sealing one takes
+            // longer than the gap at a few hundred thousand records/s) and
+            // flood the broker with tiny requests; the sleep is a tick
+            // anyway.
+            let sleeps = intended - now >= TIMER_TICK;
+            match open.opened {
+                Some(at)
+                    if at + self.config.linger <= now && (sleeps || now - at >= TIMER_TICK) =>
+                {
+                    self.seal(producer, open).await?
+                }
+                Some(at) if now < at + self.config.linger && at + self.config.linger < intended => {
+                    tokio::time::sleep_until((at + self.config.linger).into()).await;
                 }
                 _ => tokio::time::sleep_until(intended.into()).await,
             }
