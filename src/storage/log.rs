@@ -107,18 +107,32 @@ fn read_exact_at(file: &File, len: usize, position: u64) -> io::Result<Bytes> {
 /// threshold, where it throttles every writer at once for a while.
 const WRITEBACK_BYTES: u64 = 1 << 20;
 
-/// Starts writeback of `file` from `from` to its end without waiting for
-/// it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still comes
-/// from the flush policy's fdatasync. Best effort: an error only means the
-/// kernel writes the pages back on its own schedule.
-fn start_writeback(file: &File, from: u64) {
-    use std::os::fd::AsRawFd;
-    let Ok(offset) = libc::off64_t::try_from(from) else {
-        return;
-    };
-    // SAFETY: a valid descriptor for the call's duration; no memory is passed.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, 0, libc::SYNC_FILE_RANGE_WRITE);
+/// Writeback an append asks for, started once the partition's lock is
+/// released (the call can wait while the device's queue is full).
+struct Writeback {
+    file: Arc<File>,
+    from: u64,
+}
+
+impl Writeback {
+    /// Starts writeback of the file from `from` to its end without waiting
+    /// for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still
+    /// comes from the flush policy's fdatasync. Best effort: an error only
+    /// means the kernel writes the pages back on its own schedule.
+    fn start(self) {
+        use std::os::fd::AsRawFd;
+        let Ok(offset) = libc::off64_t::try_from(self.from) else {
+            return;
+        };
+        // SAFETY: a valid descriptor for the call's duration; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                0,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
     }
 }
 
@@ -608,7 +622,7 @@ impl PartitionLog {
             parts.push(&records[pos + HEADER_BYTES..pos + header.size()]);
             pos += header.size();
         }
-        self.write_batches(&mut st, &parts, &mut entries)?;
+        let writeback = self.write_batches(&mut st, &parts, &mut entries)?;
         for (header, entry) in headers.iter().zip(&entries) {
             st.producers.record(header, entry.base_offset);
         }
@@ -617,12 +631,17 @@ impl PartitionLog {
         if st.unflushed_messages >= config.flush_messages {
             self.flush_locked(&mut st)?;
         }
+        let log_start_offset = st.log_start_offset;
+        drop(st);
+        if let Some(w) = writeback {
+            w.start();
+        }
         Ok(AppendInfo {
             duplicate: false,
             base_offset,
             last_offset: offset - 1,
             log_append_time: if log_append_time { now } else { -1 },
-            log_start_offset: st.log_start_offset,
+            log_start_offset,
             record_count,
             bytes: records.len(),
         })
@@ -634,7 +653,7 @@ impl PartitionLog {
         st: &mut LogState,
         records: &[&[u8]],
         entries: &mut [BatchEntry],
-    ) -> Result<(), LogError> {
+    ) -> Result<Option<Writeback>, LogError> {
         let len: usize = records.iter().map(|r| r.len()).sum();
         let mut write = IndexWrite::default();
         let mut running = st.running_max_timestamp;
@@ -665,10 +684,14 @@ impl PartitionLog {
         active.size += len as u64;
         active.max_timestamp = running;
         st.not_written_back += len as u64;
+        let mut writeback = None;
         if st.not_written_back >= WRITEBACK_BYTES {
             let from = st.not_written_back;
             let active = st.active();
-            start_writeback(&active.file, active.size.saturating_sub(from));
+            writeback = Some(Writeback {
+                file: active.file.clone(),
+                from: active.size.saturating_sub(from),
+            });
             st.not_written_back = 0;
         }
         if let Some(last) = entries.last() {
@@ -677,7 +700,7 @@ impl PartitionLog {
         st.running_max_timestamp = running;
         st.max_timestamp_batch = running_batch;
         self.log_end_tx.send_replace(st.log_end_offset);
-        Ok(())
+        Ok(writeback)
     }
 
     /// Starts a new segment when the active one is full or old enough.
@@ -780,7 +803,7 @@ impl PartitionLog {
             record_count += i64::from(header.record_count);
             pos += header.size() as u64;
         }
-        self.write_batches(&mut st, &[records], &mut entries)?;
+        let writeback = self.write_batches(&mut st, &[records], &mut entries)?;
         for header in &headers {
             st.producers.record(header, header.base_offset);
         }
@@ -789,12 +812,17 @@ impl PartitionLog {
         if st.unflushed_messages >= config.flush_messages {
             self.flush_locked(&mut st)?;
         }
+        let log_start_offset = st.log_start_offset;
+        drop(st);
+        if let Some(w) = writeback {
+            w.start();
+        }
         Ok(AppendInfo {
             duplicate: false,
             base_offset: first.base_offset,
             last_offset: expected - 1,
             log_append_time: -1,
-            log_start_offset: st.log_start_offset,
+            log_start_offset,
             record_count,
             bytes: records.len(),
         })
