@@ -101,9 +101,10 @@ fn read_exact_at(file: &File, len: usize, position: u64) -> io::Result<Bytes> {
     Ok(buf.freeze())
 }
 
-/// Appended bytes after which the kernel is asked to start writing the
-/// active segment back (RocksDB's `bytes_per_sync`): dirty pages then leave
-/// at the pace they arrive instead of piling up until the kernel's dirty
+/// Each time an append crosses a multiple of this in the active segment,
+/// the kernel is asked to start writing the segment back from the previous
+/// multiple (RocksDB's `bytes_per_sync`): dirty pages then leave at the
+/// pace they arrive instead of piling up until the kernel's dirty
 /// threshold, where it throttles every writer at once for a while.
 const WRITEBACK_BYTES: u64 = 1 << 20;
 
@@ -279,9 +280,6 @@ struct LogState {
     /// offset and file, the base offset of the segment after it). Synced by
     /// [`PartitionLog::sync_rolled`] off the append path.
     rolled: Vec<(i64, Arc<File>, i64)>,
-    /// Bytes appended to the active segment since its writeback was last
-    /// started ([`WRITEBACK_BYTES`]).
-    not_written_back: u64,
     deleted: bool,
     /// The leader-epoch cache: (epoch, first offset written in it), epochs rising.
     epochs: Vec<(i32, i64)>,
@@ -626,16 +624,7 @@ impl PartitionLog {
         for (header, entry) in headers.iter().zip(&entries) {
             st.producers.record(header, entry.base_offset);
         }
-        st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
-        st.oldest_unflushed.get_or_insert_with(Instant::now);
-        if st.unflushed_messages >= config.flush_messages {
-            self.flush_locked(&mut st)?;
-        }
-        let log_start_offset = st.log_start_offset;
-        drop(st);
-        if let Some(w) = writeback {
-            w.start();
-        }
+        let log_start_offset = self.finish_append(st, record_count, &config, writeback)?;
         Ok(AppendInfo {
             duplicate: false,
             base_offset,
@@ -683,17 +672,12 @@ impl PartitionLog {
         }
         active.size += len as u64;
         active.max_timestamp = running;
-        st.not_written_back += len as u64;
-        let mut writeback = None;
-        if st.not_written_back >= WRITEBACK_BYTES {
-            let from = st.not_written_back;
-            let active = st.active();
-            writeback = Some(Writeback {
+        // Everything below the previous multiple went with the last call.
+        let writeback =
+            (position / WRITEBACK_BYTES != active.size / WRITEBACK_BYTES).then(|| Writeback {
                 file: active.file.clone(),
-                from: active.size.saturating_sub(from),
+                from: position / WRITEBACK_BYTES * WRITEBACK_BYTES,
             });
-            st.not_written_back = 0;
-        }
         if let Some(last) = entries.last() {
             st.log_end_offset = last.last_offset + 1;
         }
@@ -701,6 +685,30 @@ impl PartitionLog {
         st.max_timestamp_batch = running_batch;
         self.log_end_tx.send_replace(st.log_end_offset);
         Ok(writeback)
+    }
+
+    /// The end of an append, leader's or follower's: counts its records
+    /// toward the flush policy (syncing if that is due), then releases the
+    /// lock and starts the writeback the write asked for. Returns the log
+    /// start offset for the answer.
+    fn finish_append(
+        &self,
+        mut st: MutexGuard<'_, LogState>,
+        record_count: i64,
+        config: &LogConfig,
+        writeback: Option<Writeback>,
+    ) -> Result<i64, LogError> {
+        st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
+        st.oldest_unflushed.get_or_insert_with(Instant::now);
+        if st.unflushed_messages >= config.flush_messages {
+            self.flush_locked(&mut st)?;
+        }
+        let log_start_offset = st.log_start_offset;
+        drop(st);
+        if let Some(w) = writeback {
+            w.start();
+        }
+        Ok(log_start_offset)
     }
 
     /// Starts a new segment when the active one is full or old enough.
@@ -807,16 +815,7 @@ impl PartitionLog {
         for header in &headers {
             st.producers.record(header, header.base_offset);
         }
-        st.unflushed_messages = st.unflushed_messages.saturating_add(record_count as u64);
-        st.oldest_unflushed.get_or_insert_with(Instant::now);
-        if st.unflushed_messages >= config.flush_messages {
-            self.flush_locked(&mut st)?;
-        }
-        let log_start_offset = st.log_start_offset;
-        drop(st);
-        if let Some(w) = writeback {
-            w.start();
-        }
+        let log_start_offset = self.finish_append(st, record_count, &config, writeback)?;
         Ok(AppendInfo {
             duplicate: false,
             base_offset: first.base_offset,
@@ -1439,7 +1438,6 @@ fn recover(
         unflushed_messages: 0,
         oldest_unflushed: None,
         rolled: Vec::new(),
-        not_written_back: 0,
         deleted: false,
         epochs: Vec::new(),
         producers: ProducerStates::default(),
