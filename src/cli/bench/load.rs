@@ -260,14 +260,12 @@ impl OneProducer {
             // flood the broker with tiny requests; the sleep is a tick
             // anyway.
             let sleeps = intended - now >= TIMER_TICK;
-            match open.opened {
-                Some(at)
-                    if at + self.config.linger <= now && (sleeps || now - at >= TIMER_TICK) =>
-                {
+            match open.opened.map(|at| (at, at + self.config.linger)) {
+                Some((at, due)) if due <= now && (sleeps || now - at >= TIMER_TICK) => {
                     self.seal(producer, open).await?
                 }
-                Some(at) if now < at + self.config.linger && at + self.config.linger < intended => {
-                    tokio::time::sleep_until((at + self.config.linger).into()).await;
+                Some((_, due)) if now < due && due < intended => {
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 _ => tokio::time::sleep_until(intended.into()).await,
             }
